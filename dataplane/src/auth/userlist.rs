@@ -1,0 +1,92 @@
+//! PgBouncer's auth file format: one `"user" "secret"` per line, `""` escaping a quote, `;` comments.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::{ScramVerifier, Secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserListError {
+    #[error("cannot read auth file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("auth file line {line}: {problem}")]
+    Syntax { line: usize, problem: &'static str },
+}
+
+pub(super) fn parse(text: &str) -> Result<HashMap<String, Secret>, UserListError> {
+    let mut users = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        let err = |problem| UserListError::Syntax { line: i + 1, problem };
+        let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\""))?;
+        let (secret, _) =
+            quoted(rest.trim_start()).ok_or_else(|| err("expected \"password\" after the user"))?;
+        let secret = if let Some(v) = ScramVerifier::parse(&secret) {
+            Secret::Scram(v)
+        } else if secret.len() == 35 && secret.starts_with("md5") {
+            Secret::Md5(secret)
+        } else {
+            Secret::Plain(secret)
+        };
+        users.insert(user, secret);
+    }
+    Ok(users)
+}
+
+/// Reads one double-quoted token, returning it and the rest of the line.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let mut chars = s.strip_prefix('"')?.char_indices().peekable();
+    let mut out = String::new();
+    while let Some((i, c)) = chars.next() {
+        if c == '"' {
+            if matches!(chars.peek(), Some((_, '"'))) {
+                out.push('"');
+                chars.next();
+                continue;
+            }
+            return Some((out, &s[i + 2..]));
+        }
+        out.push(c);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_three_secret_kinds() {
+        let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+        let text = format!(
+            "; comment\n\"alice\" \"secret\"\n\"bob\" \"md5{}\"\n\"carol\" \"{verifier}\"\n\"q\"\"uote\" \"\"\n",
+            "0".repeat(32)
+        );
+        let users = parse(&text).expect("parses");
+        assert_eq!(users.get("alice"), Some(&Secret::Plain("secret".into())));
+        assert!(matches!(users.get("bob"), Some(Secret::Md5(_))));
+        assert!(matches!(users.get("carol"), Some(Secret::Scram(_))));
+        assert_eq!(users.get("q\"uote"), Some(&Secret::Plain(String::new())));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = parse("\"a\" \"b\"\nalice secret\n").expect_err("bad");
+        assert_eq!(err.to_string(), "auth file line 2: expected \"user\"");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        assert_eq!(
+            format!("{:?}", Secret::Plain("hunter2".into())),
+            "Plain(<redacted>)"
+        );
+    }
+}

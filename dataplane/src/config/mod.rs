@@ -1,0 +1,249 @@
+//! pgroute's configuration: one serde tree, the single source of defaults.
+//!
+//! Every field documents its default, unit and whether it takes effect on reload. The same model is what
+//! the control plane will push to managed sidecars, so it stays plain data: typed values, no I/O beyond
+//! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
+
+mod address;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use address::BackendAddr;
+
+/// Errors loading or validating configuration. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub backends: BackendsConfig,
+    pub pool: PoolConfig,
+    pub auth: AuthConfig,
+}
+
+/// The client-facing side.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address clients connect to. Default `127.0.0.1:6432` (the sidecar port). Restart to change.
+    pub listen: String,
+    /// Address of the Prometheus `/metrics` endpoint. Default: none (disabled). Restart to change.
+    pub metrics_listen: Option<String>,
+    /// Most client connections at once; one more gets SQLSTATE 53300 and is closed. Default 1000.
+    /// Reloadable.
+    pub max_client_conn: u32,
+    /// Time a client has to finish startup and authentication. Default `15s`: shorter than PostgreSQL's
+    /// own 60 s `authentication_timeout`, so half-open logins cannot pile up in the proxy. Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub client_login_timeout: Duration,
+    /// Largest message a client or server may send, in bytes. Default 1 GiB (PostgreSQL's own limit for a
+    /// field). Reloadable for new connections.
+    pub max_message_size: usize,
+    /// Largest startup packet, in bytes. Default 10000. Reloadable for new connections.
+    pub max_startup_packet: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:6432".into(),
+            metrics_listen: None,
+            max_client_conn: 1000,
+            client_login_timeout: Duration::from_secs(15),
+            max_message_size: 1 << 30,
+            max_startup_packet: 10_000,
+        }
+    }
+}
+
+/// Where the databases are.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendsConfig {
+    /// The primary, `host:port`. Required.
+    pub primary: Option<BackendAddr>,
+    /// Streaming replicas, `host:port` each. Default none. Stored now; reads go to them once read/write
+    /// splitting lands.
+    pub replicas: Vec<BackendAddr>,
+}
+
+/// How client sessions share backend connections.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A backend connection per transaction (default): the pooling that makes a small pool serve many
+    /// clients. Session state (SET) is tracked and replayed; state that cannot be replayed is refused.
+    #[default]
+    Transaction,
+    /// A backend connection for the client's whole session, reset with `server_reset_query` on return.
+    Session,
+}
+
+/// Backend connection pools, one per (backend, database, user).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Default `transaction`. Applies to new clients on reload.
+    pub mode: PoolMode,
+    /// Most backend connections per pool. Default 20 (PgBouncer's `default_pool_size`). Reloadable.
+    #[serde(alias = "default_pool_size")]
+    pub pool_size: NonZeroU32,
+    /// Backend connections kept open even when idle. Default 0. Reloadable.
+    #[serde(alias = "min_pool_size")]
+    pub min_idle: u32,
+    /// How long a client waits for a backend connection before it gets SQLSTATE 53300. Default `30s`
+    /// (PgBouncer's `query_wait_timeout` is 120 s; a sidecar's callers usually time out sooner). Reloadable.
+    #[serde(with = "humantime_serde", alias = "query_wait_timeout")]
+    pub queue_timeout: Duration,
+    /// Timeout for opening a backend connection, TCP and login together. Default `5s`. Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub server_connect_timeout: Duration,
+    /// Idle backend connections older than this are closed (down to `min_idle`). Default `10m`.
+    /// Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub server_idle_timeout: Duration,
+    /// Backend connections older than this are closed when next returned. Default `1h`. Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub server_lifetime: Duration,
+    /// Run on a backend connection when a session-mode client leaves. Default `DISCARD ALL`. Reloadable.
+    pub server_reset_query: String,
+    /// Named prepared statements kept per backend connection in transaction mode; the least recently
+    /// used is closed past this. Default 200 (as PgBouncer's `max_prepared_statements`). Reloadable.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::Transaction,
+            pool_size: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            min_idle: 0,
+            queue_timeout: Duration::from_secs(30),
+            server_connect_timeout: Duration::from_secs(5),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            server_reset_query: "DISCARD ALL".into(),
+            max_prepared_statements: 200,
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthType {
+    /// Anyone who can reach the listener may connect as any user (default: the sidecar listens on
+    /// loopback, inside the pod's network namespace).
+    #[default]
+    Trust,
+    /// MD5 challenge against the auth file's password or md5 hash.
+    Md5,
+    /// SCRAM-SHA-256 against the auth file's password or SCRAM verifier.
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// Client authentication and the credentials used towards backends.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Default `trust`. Reloadable.
+    #[serde(rename = "type")]
+    pub auth_type: AuthType,
+    /// PgBouncer-format userlist (`"user" "password-or-hash"` per line). Plain passwords in it are also
+    /// used to log in to backends. Default none. Re-read on reload.
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text (no validation: flags may still fill required keys).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// Checks what serde cannot: required keys and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.backends.primary.is_none() {
+            return Err(invalid(
+                "backends.primary",
+                "required (set it in the file or with --primary HOST:PORT)",
+            ));
+        }
+        if self.pool.min_idle > self.pool.pool_size.get() {
+            return Err(invalid("pool.min_idle", "must not exceed pool.pool_size"));
+        }
+        if self.server.max_client_conn == 0 {
+            return Err(invalid("server.max_client_conn", "must be at least 1"));
+        }
+        if self.server.max_startup_packet < 8 {
+            return Err(invalid("server.max_startup_packet", "must be at least 8"));
+        }
+        if self.server.max_message_size < 1024 {
+            return Err(invalid("server.max_message_size", "must be at least 1024"));
+        }
+        if self.pool.max_prepared_statements < 2 {
+            return Err(invalid("pool.max_prepared_statements", "must be at least 2"));
+        }
+        if self.pool.queue_timeout.is_zero() {
+            return Err(invalid("pool.queue_timeout", "must be positive"));
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("server.listen", "expected IP:PORT, e.g. 127.0.0.1:6432"));
+        }
+        if let Some(m) = &self.server.metrics_listen {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("server.metrics_listen", "expected IP:PORT"));
+            }
+        }
+        if self.auth.auth_type != AuthType::Trust && self.auth.file.is_none() {
+            return Err(invalid(
+                "auth.file",
+                "required when auth.type is md5 or scram-sha-256",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

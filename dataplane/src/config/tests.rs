@@ -1,0 +1,62 @@
+use super::*;
+
+#[test]
+fn example_file_parses_and_validates() {
+    let text = include_str!("../../../pgroute.example.toml");
+    let cfg = Config::parse(text).expect("example parses");
+    cfg.validate().expect("example validates");
+    assert_eq!(cfg.pool.mode, PoolMode::Transaction);
+}
+
+#[test]
+fn empty_file_gives_documented_defaults() {
+    let cfg = Config::parse("").expect("parses");
+    assert_eq!(cfg.server.listen, "127.0.0.1:6432");
+    assert_eq!(cfg.pool.pool_size.get(), 20);
+    assert_eq!(cfg.pool.queue_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.server.max_startup_packet, 10_000);
+}
+
+#[test]
+fn missing_primary_names_the_key() {
+    let err = Config::parse("").expect("parses").validate().expect_err("invalid");
+    assert!(err.to_string().contains("backends.primary"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let err = Config::parse("[pool]\npool_sise = 3\n").expect_err("unknown key");
+    assert!(err.to_string().contains("pool_sise"), "{err}");
+}
+
+#[test]
+fn bad_address_is_rejected_with_its_text() {
+    let err = Config::parse("[backends]\nprimary = \"db\"\n").expect_err("no port");
+    assert!(err.to_string().contains("HOST:PORT"), "{err}");
+}
+
+#[test]
+fn pgbouncer_names_are_accepted() {
+    let cfg = Config::parse("[pool]\ndefault_pool_size = 7\nquery_wait_timeout = \"2s\"\n")
+        .expect("parses");
+    assert_eq!(cfg.pool.pool_size.get(), 7);
+    assert_eq!(cfg.pool.queue_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn min_idle_over_pool_size_is_invalid() {
+    let cfg = Config::parse(
+        "[backends]\nprimary = \"127.0.0.1:5432\"\n[pool]\npool_size = 2\nmin_idle = 3\n",
+    )
+    .expect("parses");
+    let err = cfg.validate().expect_err("invalid");
+    assert!(err.to_string().contains("pool.min_idle"), "{err}");
+}
+
+#[test]
+fn auth_file_required_for_md5() {
+    let cfg = Config::parse("[backends]\nprimary = \"127.0.0.1:5432\"\n[auth]\ntype = \"md5\"\n")
+        .expect("parses");
+    let err = cfg.validate().expect_err("invalid");
+    assert!(err.to_string().contains("auth.file"), "{err}");
+}

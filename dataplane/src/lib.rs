@@ -1,0 +1,78 @@
+//! pgroute's data plane: a pooling PostgreSQL proxy.
+//!
+//! Data flows listener → session → pool → protocol (the `pgroute-protocol` crate); `config` holds the
+//! single serde tree of settings, `auth` the credentials, `proxy` the shared state every session sees,
+//! and `demo` the embedded cluster walkthrough behind `pgroute demo`. See `docs/architecture.md`.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod pool;
+pub mod proxy;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+pub use proxy::{Proxy, StartError};
+
+/// A proxy bound to its listen address and serving in the background: what `pgroute` runs, and what
+/// tests and the demo start in-process.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy: Arc<Proxy>,
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Errors starting a proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Running {
+    /// Validates `config`, binds `server.listen` and starts accepting.
+    pub async fn start(config: Config) -> Result<Running, RunError> {
+        let proxy = Proxy::new(config)?;
+        let listen = proxy.config().server.listen.clone();
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| RunError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(listener::serve(listener, proxy.clone(), rx));
+        Ok(Running {
+            proxy,
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops accepting; sessions already running finish on their own.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,104 @@
+//! `pgroute`: parse flags, load config, start the proxy, wait for a signal, drain.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use pgroute::cli::{Cli, Command};
+
+/// How long a shutdown waits for connected clients to leave before exiting anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.run.log.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgroute: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Some(Command::Demo(args)) => runtime.block_on(pgroute::demo::run(args)),
+        None => runtime.block_on(run(cli.run)),
+    }
+}
+
+async fn run(args: pgroute::cli::RunArgs) -> ExitCode {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgroute: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.server.metrics_listen.is_some() {
+        eprintln!("pgroute: server.metrics_listen: the metrics endpoint is not built yet (observability issue); remove the setting");
+        return ExitCode::from(2);
+    }
+    let running = match pgroute::Running::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgroute: {}", error_chain(&e));
+            return ExitCode::from(if matches!(e, pgroute::RunError::Start(_)) { 2 } else { 1 });
+        }
+    };
+    tracing::info!(listen = %running.addr, primary = %running.proxy.primary(), "pgroute ready");
+    wait_for_signal().await;
+    let proxy = running.proxy.clone();
+    running.stop().await;
+    tracing::info!(clients = proxy.client_count(), "shutting down: draining clients");
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while proxy.client_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn init_logging(flag: Option<&str>) {
+    let filter = flag
+        .map(str::to_owned)
+        .or_else(|| std::env::var("PGROUTE_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}

@@ -1,0 +1,222 @@
+//! Opening a backend connection: TCP, StartupMessage, authentication (trust, cleartext, MD5,
+//! SCRAM-SHA-256), then ParameterStatus and BackendKeyData up to the first ReadyForQuery.
+//!
+//! The client side of SCRAM and the MD5 hash come from `postgres-protocol` (the tokio-postgres project's
+//! implementation), not hand-written crypto.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgroute_protocol::backend::{self, AuthRequest, ErrorFields};
+use pgroute_protocol::frame::Frame;
+use pgroute_protocol::{frontend, startup, FrameReader, ProtocolError};
+use postgres_protocol::authentication::{md5_hash, sasl};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{BackendKey, PoolKey, ServerConn};
+
+/// What a pool needs to log in besides its key.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Password for the pool's user, when the backend asks for one.
+    pub password: Option<String>,
+    pub max_message_size: usize,
+}
+
+/// Why a backend connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host} resolved to no address")]
+    NoAddress { host: String },
+    #[error("TCP connect failed")]
+    Tcp(#[source] std::io::Error),
+    #[error("connection lost during login")]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("backend rejected login: {} ({})", .0.message, .0.code)]
+    Rejected(ErrorFields),
+    #[error("backend asked for a password but none is configured for this user")]
+    NoPassword,
+    #[error("backend asked for unsupported authentication ({0})")]
+    UnsupportedAuth(String),
+    #[error("SCRAM exchange with backend failed")]
+    Scram(#[source] std::io::Error),
+    #[error("protocol error during login")]
+    Protocol(#[from] ProtocolError),
+    #[error("backend closed the connection during login")]
+    Closed,
+}
+
+/// Opens and logs in one backend connection within `timeout`.
+pub async fn connect(
+    key: &PoolKey,
+    opts: &ConnectOptions,
+    timeout: Duration,
+) -> Result<ServerConn, ConnectError> {
+    tokio::time::timeout(timeout, connect_inner(key, opts))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+async fn connect_inner(key: &PoolKey, opts: &ConnectOptions) -> Result<ServerConn, ConnectError> {
+    let host = key.backend.host();
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, key.backend.port()))
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    let mut last = ConnectError::NoAddress {
+        host: host.to_owned(),
+    };
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
+                return login(stream, addr, key, opts).await;
+            }
+            Err(e) => last = ConnectError::Tcp(e),
+        }
+    }
+    Err(last)
+}
+
+async fn login(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    key: &PoolKey,
+    opts: &ConnectOptions,
+) -> Result<ServerConn, ConnectError> {
+    let mut out = BytesMut::with_capacity(256);
+    startup::startup_message(
+        &mut out,
+        &[
+            ("user", &key.user),
+            ("database", &key.database),
+            ("client_encoding", "UTF8"),
+        ],
+    );
+    stream.write_all(&out).await?;
+    let mut reader = FrameReader::new(opts.max_message_size);
+    let mut scram: Option<sasl::ScramSha256> = None;
+    let mut params = Vec::new();
+    let mut backend_key = BackendKey { pid: 0, secret: 0 };
+    loop {
+        let frame = read_frame(&mut stream, &mut reader).await?;
+        out.clear();
+        match frame.tag {
+            backend::AUTHENTICATION => {
+                authenticate(frame.body(), opts, &key.user, &mut scram, &mut out)?;
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                }
+            }
+            backend::PARAMETER_STATUS => {
+                let (name, value) = backend::parameter_status_fields(frame.body())?;
+                params.push((name.to_owned(), value.to_owned()));
+            }
+            backend::BACKEND_KEY_DATA => {
+                let (pid, secret) = backend::backend_key_data_fields(frame.body())?;
+                backend_key = BackendKey { pid, secret };
+            }
+            backend::ERROR_RESPONSE => {
+                return Err(ConnectError::Rejected(backend::error_fields(frame.body())?))
+            }
+            backend::NOTICE_RESPONSE | backend::NEGOTIATE_PROTOCOL_VERSION => {}
+            backend::READY_FOR_QUERY => {
+                return Ok(ServerConn::new(stream, reader, addr, backend_key, params));
+            }
+            tag => {
+                return Err(ProtocolError::UnexpectedTag {
+                    tag: tag as char,
+                    context: "backend login",
+                }
+                .into())
+            }
+        }
+    }
+}
+
+fn authenticate(
+    body: &[u8],
+    opts: &ConnectOptions,
+    user: &str,
+    scram: &mut Option<sasl::ScramSha256>,
+    out: &mut BytesMut,
+) -> Result<(), ConnectError> {
+    let password = || opts.password.as_deref().ok_or(ConnectError::NoPassword);
+    match backend::auth_request(body)? {
+        AuthRequest::Ok => {}
+        AuthRequest::CleartextPassword => {
+            let mut p = password()?.as_bytes().to_vec();
+            p.push(0);
+            frontend::password_message(out, &p);
+        }
+        AuthRequest::Md5Password { salt } => {
+            let mut p = md5_hash(user.as_bytes(), password()?.as_bytes(), salt).into_bytes();
+            p.push(0);
+            frontend::password_message(out, &p);
+        }
+        AuthRequest::Sasl { mechanisms } => {
+            if !mechanisms.contains(&sasl::SCRAM_SHA_256) {
+                return Err(ConnectError::UnsupportedAuth(mechanisms.join(", ")));
+            }
+            let s = sasl::ScramSha256::new(
+                password()?.as_bytes(),
+                sasl::ChannelBinding::unsupported(),
+            );
+            // SASLInitialResponse: mechanism, then the length-prefixed client-first message.
+            let first = s.message();
+            let mut payload = Vec::with_capacity(first.len() + 32);
+            payload.extend_from_slice(sasl::SCRAM_SHA_256.as_bytes());
+            payload.push(0);
+            payload.extend_from_slice(&(first.len() as i32).to_be_bytes());
+            payload.extend_from_slice(first);
+            frontend::password_message(out, &payload);
+            *scram = Some(s);
+        }
+        AuthRequest::SaslContinue { data } => {
+            let s = scram
+                .as_mut()
+                .ok_or(ConnectError::UnsupportedAuth("SASLContinue before SASL".into()))?;
+            s.update(data).map_err(ConnectError::Scram)?;
+            frontend::password_message(out, s.message());
+        }
+        AuthRequest::SaslFinal { data } => {
+            let mut s = scram
+                .take()
+                .ok_or(ConnectError::UnsupportedAuth("SASLFinal before SASL".into()))?;
+            s.finish(data).map_err(ConnectError::Scram)?;
+        }
+        AuthRequest::Unsupported { code } => {
+            return Err(ConnectError::UnsupportedAuth(format!("code {code}")))
+        }
+    }
+    Ok(())
+}
+
+/// Reads one whole frame, buffering as needed.
+pub(crate) async fn read_frame(
+    stream: &mut TcpStream,
+    reader: &mut FrameReader,
+) -> Result<Frame, ConnectError> {
+    loop {
+        if let Some(frame) = reader.next_frame()? {
+            return Ok(frame);
+        }
+        reader.reserve_for_next();
+        if stream.read_buf(reader.buffer_mut()).await? == 0 {
+            return Err(ConnectError::Closed);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Backend connection pools, one per (backend, database, user).
+//!
+//! The size limit is a FIFO `tokio::sync::Semaphore`, so waiting clients are served in arrival order and
+//! a queue timeout is a plain `tokio::time::timeout`. Idle connections sit in a LIFO stack behind a
+//! synchronous mutex that is never held across an `.await` (the hot path takes it twice per transaction,
+//! for a push and a pop). A checked-out connection is a [`PooledConn`] guard: returning it is explicit,
+//! and dropping it without returning closes the connection, because a connection whose protocol state is
+//! unknown must never reach another client.
+
+mod connect;
+mod maintain;
+mod server;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::Credentials;
+use crate::config::{BackendAddr, PoolConfig};
+
+pub use connect::{ConnectError, ConnectOptions};
+pub(crate) use connect::read_frame;
+pub use server::{BackendKey, ServerConn};
+
+/// Which pool: the backend, and the database and user the connections are logged in as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub backend: BackendAddr,
+    pub database: String,
+    pub user: String,
+}
+
+/// Why a connection could not be handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no backend connection became free within queue_timeout ({waited:?}); all {size} connections of the pool for {key} are busy")]
+    QueueTimeout {
+        key: String,
+        size: u32,
+        waited: Duration,
+    },
+    #[error("cannot connect to backend {backend}")]
+    Connect {
+        backend: BackendAddr,
+        #[source]
+        source: ConnectError,
+    },
+    #[error("pool for {0} is closed")]
+    Closed(String),
+}
+
+/// Counters read by the admin console, metrics and `pgroute demo`. Plain atomics: bumped on the hot path
+/// without locks.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections open (idle plus checked out).
+    pub open: AtomicU32,
+    /// Clients waiting for a connection right now.
+    pub waiting: AtomicU32,
+    /// Connections checked out right now.
+    pub active: AtomicU32,
+    /// Checkouts served (transactions in transaction mode, sessions in session mode).
+    pub checkouts: AtomicU64,
+    /// Queries forwarded (simple Query messages and extended-protocol Syncs).
+    pub queries: AtomicU64,
+    /// Connections opened since start.
+    pub connects: AtomicU64,
+}
+
+/// One pool of backend connections.
+#[derive(Debug)]
+pub struct Pool {
+    key: PoolKey,
+    config: PoolConfig,
+    connect: ConnectOptions,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<ServerConn>>,
+    stats: PoolStats,
+    /// ParameterStatus values of the first connection, replayed to clients at login so logging in does not
+    /// need a backend connection once the pool has one.
+    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+}
+
+impl Pool {
+    fn new(key: PoolKey, config: PoolConfig, connect: ConnectOptions) -> Arc<Pool> {
+        Arc::new(Pool {
+            permits: Arc::new(Semaphore::new(config.pool_size.get() as usize)),
+            key,
+            config,
+            connect,
+            idle: Mutex::new(Vec::new()),
+            stats: PoolStats::default(),
+            server_params: Mutex::new(None),
+        })
+    }
+
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    pub fn size(&self) -> u32 {
+        self.config.pool_size.get()
+    }
+
+    /// Idle connections right now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Server ParameterStatus values, if a connection has been made.
+    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.server_params.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Waits (FIFO, up to `queue_timeout`) for a slot, then hands out an idle connection or opens one.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => self.wait_for_permit().await?,
+        };
+        let conn = match self.pop_idle() {
+            Some(conn) => conn,
+            None => self.open().await?,
+        };
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        Ok(PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    async fn wait_for_permit(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, PoolError> {
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let waited = tokio::time::timeout(
+            self.config.queue_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await;
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        match waited {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(PoolError::Closed(self.describe())),
+            Err(_) => Err(PoolError::QueueTimeout {
+                key: self.describe(),
+                size: self.size(),
+                waited: self.config.queue_timeout,
+            }),
+        }
+    }
+
+    /// Pops the most recently used idle connection that is still usable; stale ones are closed.
+    fn pop_idle(&self) -> Option<ServerConn> {
+        loop {
+            let conn = self.idle.lock().ok()?.pop()?;
+            if conn.expired(self.config.server_lifetime) || !conn.looks_alive() {
+                self.stats.open.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            return Some(conn);
+        }
+    }
+
+    async fn open(&self) -> Result<ServerConn, PoolError> {
+        let conn = connect::connect(&self.key, &self.connect, self.config.server_connect_timeout)
+            .await
+            .map_err(|source| PoolError::Connect {
+                backend: self.key.backend.clone(),
+                source,
+            })?;
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.server_params.lock() {
+            if p.is_none() {
+                *p = Some(Arc::new(conn.params().to_vec()));
+            }
+        }
+        Ok(conn)
+    }
+
+    fn checkin(&self, mut conn: ServerConn) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if conn.expired(self.config.server_lifetime) {
+            self.stats.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        conn.touch(Instant::now());
+        match self.idle.lock() {
+            Ok(mut idle) => idle.push(conn),
+            Err(_) => {
+                self.stats.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn discard(&self) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (database {}, user {})",
+            self.key.backend, self.key.database, self.key.user
+        )
+    }
+}
+
+/// A checked-out backend connection. [`PooledConn::release`] returns it to the pool; dropping it closes
+/// it (the safe default for a connection in an unknown state).
+#[derive(Debug)]
+pub struct PooledConn {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PooledConn {
+    pub fn conn(&mut self) -> &mut ServerConn {
+        // Invariant: `conn` is only taken by `release`, which consumes the guard.
+        self.conn.as_mut().unwrap_or_else(|| unreachable!())
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Returns the connection for reuse. The caller asserts it is idle and its session state is known.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.pool.discard();
+        }
+    }
+}
+
+/// All pools, created on first use.
+#[derive(Debug)]
+pub struct Pools {
+    config: PoolConfig,
+    credentials: Arc<Credentials>,
+    max_message_size: usize,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    /// `credentials` give the password to log in to backends as a user, where one is known.
+    pub fn new(config: PoolConfig, max_message_size: usize, credentials: Arc<Credentials>) -> Pools {
+        Pools {
+            config,
+            credentials,
+            max_message_size,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for `key`, created (with its maintenance task) on first use.
+    pub fn get(&self, key: &PoolKey) -> Arc<Pool> {
+        let mut pools = match self.pools.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(p) = pools.get(key) {
+            return p.clone();
+        }
+        let connect = ConnectOptions {
+            password: self.credentials.backend_password(&key.user),
+            max_message_size: self.max_message_size,
+        };
+        let pool = Pool::new(key.clone(), self.config.clone(), connect);
+        maintain::spawn(Arc::downgrade(&pool));
+        pools.insert(key.clone(), pool.clone());
+        pool
+    }
+
+    /// Every pool, sorted by key (for reports).
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<_> = match self.pools.lock() {
+            Ok(p) => p.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+}

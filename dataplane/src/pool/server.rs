@@ -1,0 +1,92 @@
+//! One backend connection: the socket, its read buffer, and what the proxy knows about its session.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pgroute_protocol::FrameReader;
+use tokio::net::TcpStream;
+
+use crate::session::{BackendStatements, SessionVars};
+
+/// The key PostgreSQL gave this connection for CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendKey {
+    pub pid: u32,
+    pub secret: u32,
+}
+
+/// An open, logged-in backend connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub(crate) stream: TcpStream,
+    pub(crate) reader: FrameReader,
+    addr: SocketAddr,
+    key: BackendKey,
+    params: Vec<(String, String)>,
+    created: Instant,
+    last_used: Instant,
+    /// Session variables set on this connection by clients, so the next client's state is applied only
+    /// when it differs.
+    pub(crate) applied: SessionVars,
+    /// Statements the proxy prepared on this connection for transaction-mode clients.
+    pub(crate) prepared: BackendStatements,
+}
+
+impl ServerConn {
+    pub(crate) fn new(
+        stream: TcpStream,
+        reader: FrameReader,
+        addr: SocketAddr,
+        key: BackendKey,
+        params: Vec<(String, String)>,
+    ) -> ServerConn {
+        let now = Instant::now();
+        ServerConn {
+            stream,
+            reader,
+            addr,
+            key,
+            params,
+            created: now,
+            last_used: now,
+            applied: SessionVars::default(),
+            prepared: BackendStatements::default(),
+        }
+    }
+
+    /// The resolved address, where CancelRequests for this connection go.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn key(&self) -> BackendKey {
+        self.key
+    }
+
+    /// ParameterStatus values reported at login.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    pub(crate) fn expired(&self, lifetime: Duration) -> bool {
+        self.created.elapsed() >= lifetime
+    }
+
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+
+    pub(crate) fn touch(&mut self, now: Instant) {
+        self.last_used = now;
+    }
+
+    /// An idle connection must have nothing to read: EOF means the server closed it, and bytes mean it
+    /// sent something unprompted (usually a FATAL before closing). One non-blocking read, no round trip.
+    pub(crate) fn looks_alive(&self) -> bool {
+        if self.reader.buffered() > 0 {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}

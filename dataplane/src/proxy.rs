@@ -1,0 +1,118 @@
+//! The proxy's shared state: configuration, pools, credentials, cancel keys and the client count.
+//!
+//! Passed to every session as `Arc<Proxy>`; there is no global state, so tests run many proxies in one
+//! process.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::auth::Credentials;
+use crate::config::{BackendAddr, Config, ConfigError};
+use crate::pool::Pools;
+use crate::session::{CancelRegistry, SessionError};
+
+#[derive(Debug)]
+pub struct Proxy {
+    config: Arc<Config>,
+    primary: BackendAddr,
+    pools: Pools,
+    credentials: Arc<Credentials>,
+    cancels: Arc<CancelRegistry>,
+    clients: Arc<AtomicU32>,
+}
+
+/// Errors building a proxy from configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::UserListError),
+}
+
+impl Proxy {
+    /// Builds the shared state; the auth file is read here so a bad one fails at start.
+    pub fn new(config: Config) -> Result<Arc<Proxy>, StartError> {
+        config.validate()?;
+        let credentials = Arc::new(match &config.auth.file {
+            Some(path) => Credentials::load(path)?,
+            None => Credentials::default(),
+        });
+        let primary = config
+            .backends
+            .primary
+            .clone()
+            .ok_or(ConfigError::Invalid {
+                key: "backends.primary",
+                problem: "required".into(),
+            })?;
+        let pools = Pools::new(
+            config.pool.clone(),
+            config.server.max_message_size,
+            credentials.clone(),
+        );
+        Ok(Arc::new(Proxy {
+            config: Arc::new(config),
+            primary,
+            pools,
+            credentials,
+            cancels: Arc::new(CancelRegistry::default()),
+            clients: Arc::new(AtomicU32::new(0)),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn primary(&self) -> &BackendAddr {
+        &self.primary
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    pub fn cancels(&self) -> &Arc<CancelRegistry> {
+        &self.cancels
+    }
+
+    /// Clients logged in right now.
+    pub fn client_count(&self) -> u32 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Admits one more client under `max_client_conn`, or refuses with SQLSTATE 53300.
+    pub fn admit(&self) -> Result<ClientSlot, SessionError> {
+        let max = self.config.server.max_client_conn;
+        let admitted = self
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            Ok(ClientSlot {
+                clients: self.clients.clone(),
+            })
+        } else {
+            Err(SessionError::TooManyClients { max })
+        }
+    }
+}
+
+/// One admitted client; frees its place on drop.
+#[derive(Debug)]
+pub struct ClientSlot {
+    clients: Arc<AtomicU32>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,123 @@
+//! Session errors and the one place that turns them into what the client sees.
+//!
+//! Every failure a client can meet is mapped here to a PostgreSQL ErrorResponse with a SQLSTATE that
+//! drivers understand, and a severity: `ERROR` leaves the client connected (its batch failed), `FATAL`
+//! closes it.
+
+use std::time::Duration;
+
+use pgroute_protocol::ProtocolError;
+
+use crate::pool::{ConnectError, PoolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid message from client: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("client connection I/O failed")]
+    ClientIo(#[source] std::io::Error),
+    #[error("sorry, too many clients already: max_client_conn ({max}) reached")]
+    TooManyClients { max: u32 },
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    #[error("password authentication failed for user \"{user}\"")]
+    AuthFailed { user: String },
+    #[error("login did not complete within client_login_timeout ({0:?})")]
+    LoginTimeout(Duration),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("server connection to {backend} was lost: {reason}; the transaction in progress was rolled back, or its outcome is unknown if it was committing")]
+    ServerLost { backend: String, reason: String },
+    #[error("pgroute: {what} is not supported in transaction pooling mode, because the session state it creates would leak to other clients; connect with pool mode session for this workload")]
+    Unsupported { what: &'static str },
+    #[error("prepared statement \"{name}\" already exists")]
+    DuplicateStatement { name: String },
+    #[error("could not restore this client's session settings on the server connection: {message}")]
+    StateReplay { code: String, message: String },
+}
+
+impl SessionError {
+    /// Severity and SQLSTATE for the client, or `None` when the client cannot be told (it is gone).
+    pub fn response(&self) -> Option<(&'static str, String)> {
+        let (severity, code) = match self {
+            SessionError::ClientIo(_) => return None,
+            SessionError::Protocol(_) => ("FATAL", "08P01"),
+            SessionError::TooManyClients { .. } => ("FATAL", "53300"),
+            SessionError::NoUser => ("FATAL", "28000"),
+            SessionError::AuthFailed { .. } => ("FATAL", "28P01"),
+            SessionError::LoginTimeout(_) => ("FATAL", "08P01"),
+            SessionError::Pool(PoolError::QueueTimeout { .. }) => ("ERROR", "53300"),
+            SessionError::Pool(PoolError::Connect {
+                source: ConnectError::Rejected(fields),
+                ..
+            }) => return Some(("ERROR", fields.code.clone())),
+            SessionError::Pool(_) => ("ERROR", "08001"),
+            SessionError::ServerLost { .. } => ("FATAL", "08006"),
+            SessionError::Unsupported { .. } => ("ERROR", "0A000"),
+            SessionError::DuplicateStatement { .. } => ("ERROR", "42P05"),
+            SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
+        };
+        Some((severity, code.to_owned()))
+    }
+
+    /// The message for the client: the error and its causes, so "cannot connect" says why.
+    pub fn client_message(&self) -> String {
+        if let SessionError::Pool(PoolError::Connect {
+            source: ConnectError::Rejected(fields),
+            ..
+        }) = self
+        {
+            return fields.message.clone();
+        }
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_timeout_is_a_recoverable_53300_naming_the_limit() {
+        let e = SessionError::Pool(PoolError::QueueTimeout {
+            key: "db".into(),
+            size: 5,
+            waited: Duration::from_secs(2),
+        });
+        assert_eq!(e.response(), Some(("ERROR", "53300".to_owned())));
+        assert!(e.client_message().contains("queue_timeout"));
+    }
+
+    #[test]
+    fn backend_rejection_passes_its_sqlstate_through() {
+        let e = SessionError::Pool(PoolError::Connect {
+            backend: "127.0.0.1:5432".parse().expect("addr"),
+            source: ConnectError::Rejected(pgroute_protocol::backend::ErrorFields {
+                severity: "FATAL".into(),
+                code: "3D000".into(),
+                message: "database \"nope\" does not exist".into(),
+            }),
+        });
+        assert_eq!(e.response(), Some(("ERROR", "3D000".to_owned())));
+        assert_eq!(e.client_message(), "database \"nope\" does not exist");
+    }
+
+    #[test]
+    fn connect_failure_message_carries_the_cause() {
+        let e = SessionError::Pool(PoolError::Connect {
+            backend: "127.0.0.1:1".parse().expect("addr"),
+            source: ConnectError::Timeout(Duration::from_secs(5)),
+        });
+        assert_eq!(
+            e.client_message(),
+            "cannot connect to backend 127.0.0.1:1: timed out after 5s"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The start of a client connection: the untagged opening packets, then authentication.
+//!
+//! SSLRequest and GSSENCRequest are answered `N` (TLS arrives with the security issue); a client that
+//! sends anything after an SSLRequest before reading the answer is cut off, because those bytes would be
+//! taken as part of an encrypted stream once TLS exists (the CVE-2021-23214 class of bug).
+
+use bytes::Bytes;
+use pgroute_protocol::backend;
+use pgroute_protocol::frame::read_cstr;
+use pgroute_protocol::frontend::PASSWORD;
+use pgroute_protocol::startup::{parse_startup, StartupParams, StartupRequest};
+use pgroute_protocol::ProtocolError;
+use tokio::io::AsyncWriteExt;
+
+use super::client::ClientConn;
+use super::SessionError;
+use crate::auth::{Credentials, Md5Challenge, ScramExchange, ScramVerifier};
+use crate::config::AuthType;
+
+pub(crate) enum Opening {
+    Startup(StartupParams),
+    Cancel { pid: u32, secret: u32 },
+    Gone,
+}
+
+/// Reads opening packets until a StartupMessage or CancelRequest.
+pub(crate) async fn opening(
+    client: &mut ClientConn,
+    max_startup: usize,
+) -> Result<Opening, SessionError> {
+    loop {
+        let packet = loop {
+            if let Some(p) = client.reader.next_startup_packet(max_startup)? {
+                break p;
+            }
+            if !client.fill().await? {
+                return Ok(Opening::Gone);
+            }
+        };
+        match parse_startup(&packet)? {
+            StartupRequest::Ssl | StartupRequest::GssEnc => {
+                if client.reader.buffered() > 0 {
+                    return Err(ProtocolError::Malformed {
+                        what: "data sent before the answer to an encryption request",
+                    }
+                    .into());
+                }
+                client
+                    .stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+            }
+            StartupRequest::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
+            StartupRequest::Startup(p) => return Ok(Opening::Startup(p)),
+        }
+    }
+}
+
+/// Runs the configured challenge. On success nothing is sent yet: AuthenticationOk goes out with the
+/// rest of the login answer, once a backend is known to accept this user and database.
+pub(crate) async fn authenticate(
+    client: &mut ClientConn,
+    user: &str,
+    auth_type: AuthType,
+    credentials: &Credentials,
+) -> Result<(), SessionError> {
+    let failed = || SessionError::AuthFailed {
+        user: user.to_owned(),
+    };
+    match auth_type {
+        AuthType::Trust => Ok(()),
+        AuthType::Md5 => {
+            let challenge = Md5Challenge::new();
+            backend::auth_md5(&mut client.out, challenge.salt);
+            client.flush_out().await?;
+            let answer = password_message(client).await?;
+            let answer = answer.strip_suffix(&[0]).unwrap_or(&answer);
+            match credentials.secret(user) {
+                Some(secret) if challenge.verify(user, secret, answer) => Ok(()),
+                _ => Err(failed()),
+            }
+        }
+        AuthType::ScramSha256 => {
+            backend::auth_sasl(&mut client.out, &[crate::auth::SCRAM_MECHANISM]);
+            client.flush_out().await?;
+            let initial = password_message(client).await?;
+            let client_first = sasl_initial_response(&initial)?;
+            let verifier = credentials
+                .secret(user)
+                .and_then(ScramVerifier::for_secret)
+                .ok_or_else(failed)?;
+            let exchange = ScramExchange::start(verifier, client_first).map_err(|e| {
+                tracing::info!(user, error = %e, "SCRAM exchange refused");
+                failed()
+            })?;
+            backend::auth_sasl_data(&mut client.out, 11, exchange.server_first().as_bytes());
+            client.flush_out().await?;
+            let client_final = password_message(client).await?;
+            let server_final = exchange.finish(&client_final).map_err(|_| failed())?;
+            backend::auth_sasl_data(&mut client.out, 12, server_final.as_bytes());
+            Ok(())
+        }
+    }
+}
+
+async fn password_message(client: &mut ClientConn) -> Result<Bytes, SessionError> {
+    let frame = client
+        .next_frame()
+        .await?
+        .ok_or(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()))?;
+    if frame.tag != PASSWORD {
+        return Err(ProtocolError::UnexpectedTag {
+            tag: frame.tag as char,
+            context: "expected a password message",
+        }
+        .into());
+    }
+    Ok(frame.bytes.slice(5..))
+}
+
+/// The client-first message inside a SASLInitialResponse (mechanism, length, data).
+fn sasl_initial_response(body: &[u8]) -> Result<&[u8], SessionError> {
+    let malformed = || ProtocolError::Malformed {
+        what: "SASLInitialResponse",
+    };
+    let mut b = body;
+    let mechanism = read_cstr(&mut b, "SASLInitialResponse")?;
+    if mechanism != crate::auth::SCRAM_MECHANISM {
+        return Err(malformed().into());
+    }
+    let (len, data) = b.split_at_checked(4).ok_or_else(malformed)?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    if len < 0 || len as usize != data.len() {
+        return Err(malformed().into());
+    }
+    Ok(data)
+}

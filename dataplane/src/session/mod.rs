@@ -1,0 +1,316 @@
+//! A client session: login, then a loop that attaches a backend connection for each transaction (or
+//! for the whole session), relays, and detaches.
+//!
+//! This is the state machine between the listener and the pool. Protocol details live in `tracker`
+//! (what the messages mean for state) and `relay` (moving bytes); this module decides when to check a
+//! backend connection out, when it may go back, and what the client is told when something fails.
+
+mod cancel;
+mod client;
+mod error;
+mod handshake;
+mod prepared;
+mod relay;
+mod statement;
+mod tracker;
+mod vars;
+
+use std::sync::Arc;
+
+use pgroute_protocol::backend::{self, TxStatus};
+use pgroute_protocol::frontend;
+use pgroute_protocol::startup::StartupParams;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+pub use cancel::{CancelHandle, CancelRegistry, CancelTarget};
+pub use error::SessionError;
+pub use prepared::BackendStatements;
+pub use vars::SessionVars;
+
+use crate::config::PoolMode;
+use crate::pool::{Pool, PoolKey, PooledConn};
+use crate::proxy::{ClientSlot, Proxy};
+use client::ClientConn;
+use handshake::Opening;
+use relay::{RelayEnd, RelayError};
+use tracker::Tracker;
+
+/// Serves one client connection to the end. Never panics on client input; every failure the client can
+/// still hear about is sent as an ErrorResponse.
+pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let mut client = ClientConn::new(stream, proxy.config().server.max_message_size);
+    if let Err(err) = run(&mut client, &proxy).await {
+        tracing::debug!(?peer, error = %err, "client session ended with an error");
+        client.out.clear();
+        client.queue_error(&err);
+        let _ = client.flush_out().await;
+    }
+    let _ = client.stream.shutdown().await;
+}
+
+async fn run(client: &mut ClientConn, proxy: &Arc<Proxy>) -> Result<(), SessionError> {
+    let timeout = proxy.config().server.client_login_timeout;
+    let session = match tokio::time::timeout(timeout, login(client, proxy)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(SessionError::LoginTimeout(timeout)),
+    };
+    match session {
+        Some(mut s) => s.run(client).await,
+        None => Ok(()),
+    }
+}
+
+/// Startup, admission, authentication and the login answer. `None` for a cancel request or a client
+/// that went away.
+async fn login(
+    client: &mut ClientConn,
+    proxy: &Arc<Proxy>,
+) -> Result<Option<Session>, SessionError> {
+    let config = proxy.config();
+    let params = match handshake::opening(client, config.server.max_startup_packet).await? {
+        Opening::Startup(p) => p,
+        Opening::Cancel { pid, secret } => {
+            proxy.cancels().cancel(pid, secret).await;
+            return Ok(None);
+        }
+        Opening::Gone => return Ok(None),
+    };
+    let slot = proxy.admit()?;
+    let user = params
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or(SessionError::NoUser)?
+        .to_owned();
+    let database = params
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+    handshake::authenticate(client, &user, config.auth.auth_type, proxy.credentials()).await?;
+    let pool = proxy.pools().get(&PoolKey {
+        backend: proxy.primary().clone(),
+        database,
+        user,
+    });
+    let server_params = match pool.server_params() {
+        Some(p) => p,
+        None => {
+            let conn = pool.checkout().await?;
+            conn.release();
+            pool.server_params().unwrap_or_default()
+        }
+    };
+    let cancel = proxy.cancels().register();
+    answer_login(client, &params, &server_params, &cancel);
+    client.flush_out().await?;
+    let mode = config.pool.mode;
+    Ok(Some(Session {
+        proxy: proxy.clone(),
+        pool,
+        mode,
+        vars: SessionVars::from_startup(params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        tracker: Tracker::new(
+            mode == PoolMode::Transaction,
+            config.pool.max_prepared_statements,
+        ),
+        cancel,
+        held: None,
+        _slot: slot,
+    }))
+}
+
+/// AuthenticationOk, protocol negotiation, ParameterStatus (the server's, with the client's own startup
+/// values where it sent them), the proxy's BackendKeyData, ReadyForQuery.
+fn answer_login(
+    client: &mut ClientConn,
+    params: &StartupParams,
+    server_params: &[(String, String)],
+    cancel: &CancelHandle,
+) {
+    let out = &mut client.out;
+    backend::auth_ok(out);
+    let options: Vec<&str> = params.protocol_options().collect();
+    if params.minor_version > 0 || !options.is_empty() {
+        backend::negotiate_protocol_version(out, 0, &options);
+    }
+    for (name, value) in server_params {
+        let own = params
+            .params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        backend::parameter_status(out, name, own.unwrap_or(value));
+    }
+    backend::backend_key_data(out, cancel.pid(), cancel.secret());
+    backend::ready_for_query(out, TxStatus::Idle);
+}
+
+struct Session {
+    proxy: Arc<Proxy>,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    vars: SessionVars,
+    tracker: Tracker,
+    cancel: CancelHandle,
+    /// Session mode: the connection held for the client's lifetime.
+    held: Option<PooledConn>,
+    _slot: ClientSlot,
+}
+
+impl Session {
+    async fn run(&mut self, client: &mut ClientConn) -> Result<(), SessionError> {
+        let result = self.serve(client).await;
+        if let Some(server) = self.held.take() {
+            self.reset_and_release(server).await;
+        }
+        result
+    }
+
+    async fn serve(&mut self, client: &mut ClientConn) -> Result<(), SessionError> {
+        loop {
+            let Some(tag) = client.peek_tag().await? else {
+                return Ok(());
+            };
+            if tag == frontend::TERMINATE {
+                return Ok(());
+            }
+            let mut server = match self.attach().await {
+                Ok(s) => s,
+                Err(err) => {
+                    self.fail_batch(client, err).await?;
+                    continue;
+                }
+            };
+            let conn = server.conn();
+            self.cancel.set_target(Some(CancelTarget {
+                addr: conn.addr(),
+                key: conn.key(),
+            }));
+            let release_at_rest = self.mode == PoolMode::Transaction;
+            let end = relay::run(
+                client,
+                conn,
+                &mut self.tracker,
+                &mut self.vars,
+                self.pool.stats(),
+                release_at_rest,
+            )
+            .await;
+            self.cancel.set_target(None);
+            match end {
+                Ok(RelayEnd::AtRest { tail }) => {
+                    self.detach(server);
+                    if let Some(tail) = tail {
+                        client
+                            .stream
+                            .write_all(&tail)
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                    }
+                }
+                Ok(RelayEnd::ClientGone { clean }) => {
+                    if clean {
+                        self.detach(server);
+                    }
+                    return Ok(());
+                }
+                Err(RelayError::Client(e)) => return Err(SessionError::ClientIo(e)),
+                Err(RelayError::ClientProtocol(e)) => return Err(SessionError::Protocol(e)),
+                Err(RelayError::Server(reason)) => {
+                    return Err(SessionError::ServerLost {
+                        backend: self.pool.key().backend.to_string(),
+                        reason,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The backend connection for the next batch, with this client's session variables applied.
+    async fn attach(&mut self) -> Result<PooledConn, SessionError> {
+        let mut server = match self.held.take() {
+            Some(s) => s,
+            None => self.pool.checkout().await?,
+        };
+        let conn = server.conn();
+        if let Some(sql) = self.vars.sync_sql(&conn.applied) {
+            match relay::run_internal(conn, &sql).await {
+                Ok(None) => conn.applied = self.vars.clone(),
+                Ok(Some(e)) => {
+                    // Applied state is now unknown; dropping the guard closes the connection.
+                    return Err(SessionError::StateReplay {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                Err(e) => {
+                    return Err(SessionError::ServerLost {
+                        backend: self.pool.key().backend.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    /// Transaction mode returns the connection; session mode keeps it.
+    fn detach(&mut self, mut server: PooledConn) {
+        let conn = server.conn();
+        if conn.applied != self.vars {
+            conn.applied = self.vars.clone();
+        }
+        match self.mode {
+            PoolMode::Transaction => server.release(),
+            PoolMode::Session => self.held = Some(server),
+        }
+    }
+
+    /// Session mode, client gone: reset the connection so nothing of this session reaches the next one.
+    async fn reset_and_release(&self, mut server: PooledConn) {
+        let reset = &self.proxy.config().pool.server_reset_query;
+        let conn = server.conn();
+        if !self.tracker.at_rest() {
+            return; // dropped: closed
+        }
+        if !reset.is_empty() {
+            match relay::run_internal(conn, reset).await {
+                Ok(None) => {
+                    conn.applied = SessionVars::default();
+                    conn.prepared.clear();
+                }
+                _ => return,
+            }
+        }
+        server.release();
+    }
+
+    /// No backend for this batch: discard the client's messages up to the end of the batch (a Query or
+    /// a Sync) and answer with the error and ReadyForQuery, leaving the client connected.
+    async fn fail_batch(
+        &mut self,
+        client: &mut ClientConn,
+        err: SessionError,
+    ) -> Result<(), SessionError> {
+        tracing::info!(pool = ?self.pool.key(), error = %err, "batch failed without a backend");
+        if matches!(err, SessionError::ServerLost { .. }) {
+            return Err(err);
+        }
+        loop {
+            let Some(frame) = client.next_frame().await? else {
+                return Ok(());
+            };
+            match frame.tag {
+                frontend::QUERY | frontend::SYNC => break,
+                frontend::TERMINATE => return Ok(()),
+                _ => {}
+            }
+        }
+        client.queue_error(&err);
+        backend::ready_for_query(&mut client.out, self.tracker.status());
+        client.flush_out().await
+    }
+}

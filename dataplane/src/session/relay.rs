@@ -1,0 +1,250 @@
+//! Moving bytes between a client and its backend connection while one is attached.
+//!
+//! Full duplex in one task: each direction holds at most one batch of whole frames in flight, and a
+//! direction only reads again once its batch is written, so a slow reader on either side applies
+//! backpressure to the other instead of growing buffers. Batches are zero-copy slices of the read buffers
+//! and are written as they were read; only a refused message forces a copy.
+
+use bytes::{Buf, Bytes, BytesMut};
+use pgroute_protocol::frame::tagged_frame_len;
+use pgroute_protocol::frontend::SYNC;
+use pgroute_protocol::{FrameReader, ProtocolError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::client::ClientConn;
+use super::prepared::BackendStatements;
+use super::tracker::{ClientAction, ServerAction, Tracker};
+use super::vars::SessionVars;
+use crate::pool::{PoolStats, ServerConn};
+
+/// How an attached period ended.
+#[derive(Debug)]
+pub(crate) enum RelayEnd {
+    /// Transaction mode: the backend is at rest and can be returned. `tail` still goes to the client.
+    AtRest { tail: Option<Bytes> },
+    /// The client left (Terminate or end of stream). `clean`: the backend is at rest.
+    ClientGone { clean: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    #[error("client I/O failed")]
+    Client(#[source] std::io::Error),
+    #[error("client protocol violation")]
+    ClientProtocol(#[source] ProtocolError),
+    #[error("{0}")]
+    Server(String),
+}
+
+const SYNC_MESSAGE: [u8; 5] = [SYNC, 0, 0, 0, 4];
+const PARSE_COMPLETE_MESSAGE: [u8; 5] = [pgroute_protocol::backend::PARSE_COMPLETE, 0, 0, 0, 4];
+
+/// Relays until the backend is at rest (transaction mode) or the client leaves.
+pub(crate) async fn run(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    tracker: &mut Tracker,
+    vars: &mut SessionVars,
+    stats: &PoolStats,
+    release_at_rest: bool,
+) -> Result<RelayEnd, RelayError> {
+    let (mut to_server, terminated) =
+        client_batch(&mut client.reader, tracker, &mut server.prepared, stats)
+            .map_err(RelayError::ClientProtocol)?;
+    if terminated {
+        return Ok(RelayEnd::ClientGone {
+            clean: to_server.is_none() && tracker.at_rest(),
+        });
+    }
+    let mut to_client: Option<Bytes> = None;
+    let (mut cr, mut cw) = client.stream.split();
+    let (mut sr, mut sw) = server.stream.split();
+    loop {
+        if to_client.is_none() {
+            server.reader.reserve_for_next();
+        }
+        if to_server.is_none() {
+            client.reader.reserve_for_next();
+        }
+        tokio::select! {
+            biased;
+            r = sw.write(to_server.as_deref().unwrap_or_default()), if to_server.is_some() => {
+                let n = r.map_err(|e| RelayError::Server(format!("write failed: {e}")))?;
+                advance(&mut to_server, n);
+            }
+            r = cw.write(to_client.as_deref().unwrap_or_default()), if to_client.is_some() => {
+                let n = r.map_err(RelayError::Client)?;
+                advance(&mut to_client, n);
+            }
+            r = sr.read_buf(server.reader.buffer_mut()), if to_client.is_none() => {
+                let n = r.map_err(|e| RelayError::Server(format!("read failed: {e}")))?;
+                if n == 0 {
+                    return Err(RelayError::Server("the server closed the connection".into()));
+                }
+                to_client = server_batch(&mut server.reader, tracker, vars, &mut server.prepared)
+                    .map_err(|e| RelayError::Server(format!("protocol error: {e}")))?;
+                if release_at_rest && tracker.at_rest() && to_server.is_none() {
+                    return Ok(RelayEnd::AtRest { tail: to_client });
+                }
+            }
+            r = cr.read_buf(client.reader.buffer_mut()), if to_server.is_none() => {
+                if r.map_err(RelayError::Client)? == 0 {
+                    return Ok(RelayEnd::ClientGone { clean: tracker.at_rest() });
+                }
+                let (batch, terminated) =
+                    client_batch(&mut client.reader, tracker, &mut server.prepared, stats)
+                    .map_err(RelayError::ClientProtocol)?;
+                if terminated {
+                    return Ok(RelayEnd::ClientGone { clean: batch.is_none() && tracker.at_rest() });
+                }
+                to_server = batch;
+                // A batch wholly dropped (the rest of a refused one) can leave the backend at rest.
+                if release_at_rest && to_server.is_none() && to_client.is_none() && tracker.at_rest() {
+                    return Ok(RelayEnd::AtRest { tail: None });
+                }
+            }
+        }
+    }
+}
+
+fn advance(pending: &mut Option<Bytes>, n: usize) {
+    if let Some(b) = pending {
+        b.advance(n);
+        if b.is_empty() {
+            *pending = None;
+        }
+    }
+}
+
+/// Takes every whole client frame buffered, applying the tracker's decisions. Returns the bytes for the
+/// backend and whether the client sent Terminate.
+fn client_batch(
+    reader: &mut FrameReader,
+    tracker: &mut Tracker,
+    backend: &mut BackendStatements,
+    stats: &PoolStats,
+) -> Result<(Option<Bytes>, bool), ProtocolError> {
+    let max = reader.max_message_size();
+    let buf = reader.buffer();
+    let mut end = 0;
+    let mut rebuilt: Option<BytesMut> = None;
+    let mut terminated = false;
+    while let Some(len) = tagged_frame_len(&buf[end..], max)? {
+        let frame = &buf[end..end + len];
+        let action = tracker.on_client_frame(frame[0], &frame[5..], backend, stats)?;
+        match action {
+            ClientAction::Replace => {
+                rebuilt
+                    .get_or_insert_with(|| BytesMut::from(&buf[..end]))
+                    .extend_from_slice(tracker.take_replacement());
+            }
+            ClientAction::Forward => {
+                if let Some(r) = rebuilt.as_mut() {
+                    r.extend_from_slice(frame);
+                }
+            }
+            ClientAction::Drop => {
+                rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+            }
+            ClientAction::Refuse => {
+                rebuilt
+                    .get_or_insert_with(|| BytesMut::from(&buf[..end]))
+                    .extend_from_slice(&SYNC_MESSAGE);
+            }
+            ClientAction::Terminate => {
+                rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+                end += len;
+                terminated = true;
+                break;
+            }
+        }
+        end += len;
+    }
+    let taken = reader.split(end);
+    let batch = match rebuilt {
+        Some(r) => r.freeze(),
+        None => taken,
+    };
+    Ok(((!batch.is_empty()).then_some(batch), terminated))
+}
+
+/// Takes every whole backend frame buffered, injecting refusal errors where the tracker says.
+fn server_batch(
+    reader: &mut FrameReader,
+    tracker: &mut Tracker,
+    vars: &mut SessionVars,
+    backend: &mut BackendStatements,
+) -> Result<Option<Bytes>, ProtocolError> {
+    let max = reader.max_message_size();
+    let buf = reader.buffer();
+    let mut end = 0;
+    let mut rebuilt: Option<BytesMut> = None;
+    while let Some(len) = tagged_frame_len(&buf[end..], max)? {
+        let frame = &buf[end..end + len];
+        let action = tracker.on_server_frame(frame[0], &frame[5..], vars, backend)?;
+        match (action, rebuilt.as_mut()) {
+            (ServerAction::Forward, Some(r)) => r.extend_from_slice(frame),
+            (ServerAction::Forward, None) => {}
+            (ServerAction::InjectBefore(extra), _) => {
+                let r = rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+                r.extend_from_slice(&extra);
+                r.extend_from_slice(frame);
+            }
+            (ServerAction::Drop, _) => {
+                rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+            }
+            (ServerAction::AsParseComplete, _) => {
+                rebuilt
+                    .get_or_insert_with(|| BytesMut::from(&buf[..end]))
+                    .extend_from_slice(&PARSE_COMPLETE_MESSAGE);
+            }
+        }
+        end += len;
+    }
+    if end == 0 {
+        return Ok(None);
+    }
+    let taken = reader.split(end);
+    let batch = match rebuilt {
+        Some(r) => r.freeze(),
+        None => taken,
+    };
+    Ok((!batch.is_empty()).then_some(batch))
+}
+
+/// Runs one simple query on an otherwise idle backend and discards its answers (session-variable sync,
+/// reset queries). Returns the first error the server reported.
+pub(crate) async fn run_internal(
+    server: &mut ServerConn,
+    sql: &str,
+) -> Result<Option<pgroute_protocol::backend::ErrorFields>, RelayError> {
+    let mut out = BytesMut::with_capacity(sql.len() + 6);
+    pgroute_protocol::frontend::query(&mut out, sql);
+    server
+        .stream
+        .write_all(&out)
+        .await
+        .map_err(|e| RelayError::Server(format!("write failed: {e}")))?;
+    let mut error = None;
+    loop {
+        let frame = crate::pool::read_frame(&mut server.stream, &mut server.reader)
+            .await
+            .map_err(|e| RelayError::Server(e.to_string()))?;
+        match frame.tag {
+            pgroute_protocol::backend::ERROR_RESPONSE if error.is_none() => {
+                error = pgroute_protocol::backend::error_fields(frame.body()).ok();
+            }
+            pgroute_protocol::backend::READY_FOR_QUERY => {
+                let status = pgroute_protocol::backend::ready_for_query_status(frame.body())
+                    .map_err(|e| RelayError::Server(e.to_string()))?;
+                if status != pgroute_protocol::backend::TxStatus::Idle {
+                    return Err(RelayError::Server(
+                        "server left a transaction open after an internal query".into(),
+                    ));
+                }
+                return Ok(error);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The protocol state of one client's conversation with a backend, kept in step by looking at message
+//! tags as they pass: how many answers are still owed, whether an extended-protocol batch is open, the
+//! transaction status, and the session-variable changes waiting for their transaction to commit.
+//!
+//! It decides the two things the relay needs: when the backend connection can go back to the pool
+//! (nothing owed, no open batch, status idle) and what to do with each client message (forward it, or
+//! refuse it in place with an error that arrives exactly where PostgreSQL would have sent one).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgroute_protocol::backend::{self, TxStatus};
+use pgroute_protocol::frontend as fe;
+use pgroute_protocol::ProtocolError;
+
+use super::prepared::{self, BackendStatements, ClientStatements, Statement, NOOP_STATEMENT};
+use super::statement::{self, Effect};
+use super::vars::SessionVars;
+use super::SessionError;
+use crate::pool::PoolStats;
+
+/// What to do with one client message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClientAction {
+    Forward,
+    /// Not sent (part of a refused extended-protocol batch).
+    Drop,
+    /// Refused: a Sync goes to the backend in its place, and the error is sent to the client just before
+    /// the ReadyForQuery that answers that Sync, so ordering matches a real server error.
+    Refuse,
+    /// Sent as the bytes [`Tracker::take_replacement`] returns (renamed statements, re-prepares).
+    Replace,
+    /// The client said goodbye; not forwarded (the backend connection outlives the client).
+    Terminate,
+}
+
+/// What to do with one backend message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ServerAction {
+    Forward,
+    /// Send these bytes to the client first (an injected error).
+    InjectBefore(Bytes),
+    /// Answer to a message the proxy added: the client must not see it.
+    Drop,
+    /// A CloseComplete standing in for the ParseComplete of a Parse the backend did not need.
+    AsParseComplete,
+}
+
+/// Backend answers the proxy must adjust, oldest first, with the sync point they belong to. An entry
+/// whose answer never comes (the backend skipped it after an error) is dropped at that sync point's
+/// ReadyForQuery.
+#[derive(Debug)]
+struct Expected<T> {
+    group: u64,
+    what: T,
+}
+
+#[derive(Debug)]
+struct ParseExpect {
+    swallow: bool,
+    /// Backend statement this Parse creates; forgotten again if the Parse never completes.
+    server_name: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum CloseExpect {
+    Pass,
+    Swallow,
+    AsParseComplete,
+}
+
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    /// One entry per sync point sent (Query, Sync, FunctionCall), oldest first; `Some` carries the error
+    /// to inject before the matching ReadyForQuery.
+    syncs: VecDeque<Option<Bytes>>,
+    sent_groups: u64,
+    done_groups: u64,
+    parses: VecDeque<Expected<ParseExpect>>,
+    closes: VecDeque<Expected<CloseExpect>>,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// After a refused Parse, client messages are dropped up to and including its Sync.
+    skipping_to_sync: bool,
+    status: TxStatus,
+    /// Session-variable changes not yet committed.
+    staged: Vec<Effect>,
+    /// An ErrorResponse arrived since the transaction began: staged changes will be rolled back.
+    failed: bool,
+    /// Transaction mode: track session state and statements, refuse what cannot be replayed.
+    track: bool,
+    statements: ClientStatements,
+    /// Most statements kept prepared per backend connection.
+    max_prepared: usize,
+    replacement: BytesMut,
+}
+
+impl Tracker {
+    pub(crate) fn new(track: bool, max_prepared: usize) -> Tracker {
+        Tracker {
+            syncs: VecDeque::new(),
+            sent_groups: 0,
+            done_groups: 0,
+            parses: VecDeque::new(),
+            closes: VecDeque::new(),
+            unsynced: false,
+            skipping_to_sync: false,
+            status: TxStatus::Idle,
+            staged: Vec::new(),
+            failed: false,
+            track,
+            statements: ClientStatements::default(),
+            max_prepared,
+            replacement: BytesMut::new(),
+        }
+    }
+
+    /// Nothing owed, no open batch, and no transaction: the backend connection may be reused.
+    pub(crate) fn at_rest(&self) -> bool {
+        self.syncs.is_empty()
+            && !self.unsynced
+            && !self.skipping_to_sync
+            && self.status == TxStatus::Idle
+    }
+
+    pub(crate) fn status(&self) -> TxStatus {
+        self.status
+    }
+
+    /// The bytes to send for the last [`ClientAction::Replace`]; the buffer is reused.
+    pub(crate) fn take_replacement(&mut self) -> &[u8] {
+        &self.replacement
+    }
+
+    fn sync_point(&mut self, inject: Option<Bytes>) {
+        self.syncs.push_back(inject);
+        self.sent_groups += 1;
+    }
+
+    pub(crate) fn on_client_frame(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        backend: &mut BackendStatements,
+        stats: &PoolStats,
+    ) -> Result<ClientAction, ProtocolError> {
+        self.replacement.clear();
+        if self.skipping_to_sync {
+            if tag == fe::SYNC {
+                self.skipping_to_sync = false;
+            }
+            return Ok(if tag == fe::TERMINATE {
+                ClientAction::Terminate
+            } else {
+                ClientAction::Drop
+            });
+        }
+        match tag {
+            fe::QUERY => {
+                stats.queries.fetch_add(1, Ordering::Relaxed);
+                if self.track {
+                    return self.on_query(body, backend);
+                }
+                self.sync_point(None);
+            }
+            fe::PARSE if self.track => return self.on_parse(body, backend),
+            fe::PARSE => {
+                self.unsynced = true;
+                self.expect_parse(false, None);
+            }
+            fe::BIND if self.track => {
+                self.unsynced = true;
+                let (portal, name) = fe::bind_names(body)?;
+                if let Some(stmt) = self.known(name) {
+                    self.ensure_prepared(&stmt, backend);
+                    prepared::rename_bind(&mut self.replacement, body, portal, &stmt.server_name);
+                    return Ok(ClientAction::Replace);
+                }
+            }
+            fe::DESCRIBE if self.track => {
+                self.unsynced = true;
+                let (kind, name) = fe::target_name(body, "Describe")?;
+                if let Some(stmt) = self.known(name).filter(|_| kind == b'S') {
+                    self.ensure_prepared(&stmt, backend);
+                    prepared::statement_target(&mut self.replacement, fe::DESCRIBE, &stmt.server_name);
+                    return Ok(ClientAction::Replace);
+                }
+            }
+            fe::CLOSE => {
+                self.unsynced = true;
+                self.expect_close(CloseExpect::Pass);
+                if self.track {
+                    let (kind, name) = fe::target_name(body, "Close")?;
+                    if kind == b'S' && !name.is_empty() {
+                        // The backend statement stays cached for other clients and later re-use.
+                        self.statements.remove(name);
+                        prepared::statement_target(&mut self.replacement, fe::CLOSE, NOOP_STATEMENT);
+                        return Ok(ClientAction::Replace);
+                    }
+                }
+            }
+            fe::SYNC => {
+                stats.queries.fetch_add(1, Ordering::Relaxed);
+                self.unsynced = false;
+                self.sync_point(None);
+            }
+            fe::FUNCTION_CALL => self.sync_point(None),
+            fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::FLUSH => self.unsynced = true,
+            fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {}
+            fe::TERMINATE => return Ok(ClientAction::Terminate),
+            other => {
+                return Err(ProtocolError::UnexpectedTag {
+                    tag: other as char,
+                    context: "client message",
+                })
+            }
+        }
+        Ok(ClientAction::Forward)
+    }
+
+    fn known(&self, name: &str) -> Option<Arc<Statement>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.statements.get(name).cloned()
+    }
+
+    fn on_query(
+        &mut self,
+        body: &[u8],
+        backend: &mut BackendStatements,
+    ) -> Result<ClientAction, ProtocolError> {
+        let sql = fe::query_text(body)?;
+        if let Some(refusal) = self.inspect_sql(sql, backend) {
+            self.refuse(refusal);
+            return Ok(ClientAction::Refuse);
+        }
+        self.sync_point(None);
+        // `DEALLOCATE name` names the client's statement, which has another name on the backend; the
+        // backend copy is only a cache, so dropping them all is correct and cheap.
+        if statement::split_statements(sql).count() == 1
+            && matches!(statement::classify(sql), Effect::Deallocate(Some(_)))
+        {
+            backend.clear();
+            fe::query(&mut self.replacement, "DEALLOCATE ALL");
+            return Ok(ClientAction::Replace);
+        }
+        Ok(ClientAction::Forward)
+    }
+
+    fn on_parse(
+        &mut self,
+        body: &[u8],
+        backend: &mut BackendStatements,
+    ) -> Result<ClientAction, ProtocolError> {
+        let (name, sql) = fe::parse_message(body)?;
+        let refusal = if !name.is_empty() && self.statements.contains(name) {
+            Some(SessionError::DuplicateStatement {
+                name: name.to_owned(),
+            })
+        } else {
+            self.inspect_sql(sql, backend)
+        };
+        if let Some(refusal) = refusal {
+            self.refuse(refusal);
+            self.unsynced = false;
+            self.skipping_to_sync = true;
+            return Ok(ClientAction::Refuse);
+        }
+        self.unsynced = true;
+        if name.is_empty() {
+            self.expect_parse(false, None);
+            return Ok(ClientAction::Forward);
+        }
+        let stmt = Arc::new(Statement::from_parse_body(body)?);
+        self.statements.insert(name, stmt.clone());
+        if backend.touch(&stmt.server_name) {
+            prepared::statement_target(&mut self.replacement, fe::CLOSE, NOOP_STATEMENT);
+            self.expect_close(CloseExpect::AsParseComplete);
+        } else {
+            self.prepare_on_backend(&stmt, backend, false);
+        }
+        Ok(ClientAction::Replace)
+    }
+
+    /// Adds a Parse for `stmt` to the replacement unless the backend already has it.
+    fn ensure_prepared(&mut self, stmt: &Statement, backend: &mut BackendStatements) {
+        if !backend.touch(&stmt.server_name) {
+            self.prepare_on_backend(stmt, backend, true);
+        }
+    }
+
+    fn prepare_on_backend(&mut self, stmt: &Statement, backend: &mut BackendStatements, swallow: bool) {
+        if let Some(victim) = backend.evict_candidate(self.max_prepared.saturating_sub(1), &stmt.server_name) {
+            prepared::statement_target(&mut self.replacement, fe::CLOSE, &victim);
+            self.expect_close(CloseExpect::Swallow);
+            backend.remove(&victim);
+        }
+        self.replacement.extend_from_slice(&stmt.parse);
+        backend.insert(&stmt.server_name);
+        self.expect_parse(swallow, Some(stmt.server_name.clone()));
+    }
+
+    fn expect_parse(&mut self, swallow: bool, server_name: Option<String>) {
+        self.parses.push_back(Expected {
+            group: self.sent_groups,
+            what: ParseExpect {
+                swallow,
+                server_name,
+            },
+        });
+    }
+
+    fn expect_close(&mut self, what: CloseExpect) {
+        self.closes.push_back(Expected {
+            group: self.sent_groups,
+            what,
+        });
+    }
+
+    /// Stages tracked SETs and applies statement drops; returns the refusal for state that cannot be
+    /// replayed.
+    fn inspect_sql(&mut self, sql: &str, backend: &mut BackendStatements) -> Option<SessionError> {
+        let mut refusal = None;
+        let mut drop_statements = false;
+        statement::effects(sql, |e| match e {
+            Effect::Unsupported(what) => {
+                refusal.get_or_insert(SessionError::Unsupported { what });
+            }
+            Effect::Deallocate(name) => match name {
+                Some(name) => self.statements.remove(&name),
+                None => drop_statements = true,
+            },
+            Effect::DiscardAll => {
+                drop_statements = true;
+                self.staged.push(Effect::DiscardAll);
+            }
+            e => self.staged.push(e),
+        });
+        if refusal.is_some() {
+            self.staged.clear();
+        } else if drop_statements {
+            self.statements.clear();
+            backend.clear();
+        }
+        refusal
+    }
+
+    fn refuse(&mut self, err: SessionError) {
+        let mut out = BytesMut::new();
+        if let Some((severity, code)) = err.response() {
+            backend::error_response(&mut out, severity, &code, &err.client_message());
+        }
+        self.sync_point(Some(out.freeze()));
+    }
+
+    /// Looks at one backend message.
+    pub(crate) fn on_server_frame(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        vars: &mut SessionVars,
+        backend: &mut BackendStatements,
+    ) -> Result<ServerAction, ProtocolError> {
+        match tag {
+            backend::PARSE_COMPLETE => {
+                if let Some(e) = self.parses.pop_front() {
+                    if e.what.swallow {
+                        return Ok(ServerAction::Drop);
+                    }
+                }
+            }
+            backend::CLOSE_COMPLETE => match self.closes.pop_front().map(|e| e.what) {
+                Some(CloseExpect::Swallow) => return Ok(ServerAction::Drop),
+                Some(CloseExpect::AsParseComplete) => return Ok(ServerAction::AsParseComplete),
+                _ => {}
+            },
+            backend::READY_FOR_QUERY => {
+                let status = backend::ready_for_query_status(body)?;
+                let inject = self.syncs.pop_front().flatten();
+                self.done_groups += 1;
+                self.forget_skipped(backend);
+                self.status = status;
+                if status == TxStatus::Idle {
+                    if self.failed {
+                        self.staged.clear();
+                    } else {
+                        for e in self.staged.drain(..) {
+                            vars.apply(e);
+                        }
+                    }
+                    self.failed = false;
+                }
+                if let Some(bytes) = inject {
+                    return Ok(ServerAction::InjectBefore(bytes));
+                }
+            }
+            backend::ERROR_RESPONSE => self.failed = true,
+            _ => {}
+        }
+        Ok(ServerAction::Forward)
+    }
+
+    /// Answers still expected for finished sync points were skipped after an error: a Parse that never
+    /// completed created no backend statement.
+    fn forget_skipped(&mut self, backend: &mut BackendStatements) {
+        while self.parses.front().is_some_and(|e| e.group < self.done_groups) {
+            if let Some(Expected {
+                what:
+                    ParseExpect {
+                        server_name: Some(name),
+                        ..
+                    },
+                ..
+            }) = self.parses.pop_front()
+            {
+                backend.remove(&name);
+            }
+        }
+        while self.closes.front().is_some_and(|e| e.group < self.done_groups) {
+            self.closes.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(t: &mut Tracker, tag: u8, body: &[u8]) -> ClientAction {
+        t.on_client_frame(tag, body, &mut BackendStatements::default(), &PoolStats::default())
+            .expect("valid")
+    }
+
+    fn rfq(t: &mut Tracker, status: u8, vars: &mut SessionVars) -> Option<Bytes> {
+        match t
+            .on_server_frame(
+                backend::READY_FOR_QUERY,
+                &[status],
+                vars,
+                &mut BackendStatements::default(),
+            )
+            .expect("valid")
+        {
+            ServerAction::InjectBefore(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn at_rest_only_after_every_sync_is_answered_idle() {
+        let mut t = Tracker::new(true, 100);
+        let mut vars = SessionVars::default();
+        assert_eq!(client(&mut t, fe::PARSE, b"\0select 1\0\0\0"), ClientAction::Forward);
+        assert!(!t.at_rest());
+        client(&mut t, fe::SYNC, b"");
+        client(&mut t, fe::QUERY, b"select 2\0");
+        rfq(&mut t, b'I', &mut vars);
+        assert!(!t.at_rest(), "second answer still owed");
+        rfq(&mut t, b'I', &mut vars);
+        assert!(t.at_rest());
+    }
+
+    #[test]
+    fn open_transaction_is_not_at_rest() {
+        let mut t = Tracker::new(true, 100);
+        let mut vars = SessionVars::default();
+        client(&mut t, fe::QUERY, b"begin\0");
+        rfq(&mut t, b'T', &mut vars);
+        assert!(!t.at_rest());
+    }
+
+    #[test]
+    fn set_commits_only_when_the_transaction_does() {
+        let mut t = Tracker::new(true, 100);
+        let mut vars = SessionVars::default();
+        client(&mut t, fe::QUERY, b"SET search_path = a\0");
+        rfq(&mut t, b'I', &mut vars);
+        assert_eq!(vars.get("search_path"), Some("SET search_path = a"));
+
+        client(&mut t, fe::QUERY, b"SET work_mem = '1MB'; SELECT 1/0\0");
+        t.on_server_frame(
+            backend::ERROR_RESPONSE,
+            b"",
+            &mut vars,
+            &mut BackendStatements::default(),
+        )
+        .expect("valid");
+        rfq(&mut t, b'I', &mut vars);
+        assert_eq!(vars.get("work_mem"), None, "rolled back with the failed query");
+    }
+
+    #[test]
+    fn refused_query_injects_error_before_its_ready_for_query() {
+        let mut t = Tracker::new(true, 100);
+        let mut vars = SessionVars::default();
+        assert_eq!(client(&mut t, fe::QUERY, b"LISTEN jobs\0"), ClientAction::Refuse);
+        let inject = rfq(&mut t, b'I', &mut vars).expect("error injected");
+        let fields = backend::error_fields(&inject[5..]).expect("error");
+        assert_eq!(fields.code, "0A000");
+        assert!(t.at_rest());
+    }
+
+    #[test]
+    fn refused_parse_drops_the_rest_of_its_batch() {
+        let mut t = Tracker::new(true, 100);
+        assert_eq!(client(&mut t, fe::PARSE, b"\0LISTEN x\0\0\0"), ClientAction::Refuse);
+        assert_eq!(client(&mut t, fe::BIND, b"\0s1\0\0\0\0\0\0"), ClientAction::Drop);
+        assert_eq!(client(&mut t, fe::SYNC, b""), ClientAction::Drop);
+        assert_eq!(client(&mut t, fe::QUERY, b"select 1\0"), ClientAction::Forward);
+    }
+
+    #[test]
+    fn session_mode_refuses_nothing() {
+        let mut t = Tracker::new(false, 100);
+        assert_eq!(client(&mut t, fe::QUERY, b"LISTEN jobs\0"), ClientAction::Forward);
+        assert_eq!(client(&mut t, fe::PARSE, b"s1\0select 1\0\0\0"), ClientAction::Forward);
+    }
+
+    #[test]
+    fn unknown_client_tag_is_a_protocol_error() {
+        let mut t = Tracker::new(true, 100);
+        assert!(t
+            .on_client_frame(b'?', b"", &mut BackendStatements::default(), &PoolStats::default())
+            .is_err());
+    }
+}

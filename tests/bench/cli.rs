@@ -1,0 +1,107 @@
+//! Command-line flags of `pgroute-bench` and the run options derived from them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+
+use crate::matrix::RunOptions;
+
+/// Seconds per pgbench run by default and with `--quick`.
+const DEFAULT_SECS: u64 = 15;
+const QUICK_SECS: u64 = 5;
+
+/// Compares pgroute with PgBouncer and a direct connection using pgbench, then idle-client memory.
+#[derive(Debug, Parser)]
+#[command(name = "pgroute-bench")]
+pub struct Args {
+    /// Duration of each pgbench run, in seconds [default: 15].
+    #[arg(long, conflicts_with = "quick")]
+    pub secs: Option<u64>,
+
+    /// Short runs (5 s each) for a smoke test; numbers are noisier.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// pgbench query protocol (`pgbench -M`).
+    #[arg(long, value_enum, default_value_t = Protocol::Simple)]
+    pub protocol: Protocol,
+
+    /// Skip the idle-connection memory comparison.
+    #[arg(long)]
+    pub skip_memory: bool,
+
+    /// The pgroute binary [default: `pgroute` next to this executable].
+    #[arg(long)]
+    pub pgroute: Option<PathBuf>,
+
+    /// Idle client connections held open on each proxy for the memory comparison.
+    #[arg(long, default_value_t = 5000)]
+    pub idle: usize,
+}
+
+/// `pgbench -M`: how statements are sent. Both work with transaction pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    Simple,
+    Extended,
+}
+
+impl Protocol {
+    pub fn pgbench_mode(self) -> &'static str {
+        match self {
+            Protocol::Simple => "simple",
+            Protocol::Extended => "extended",
+        }
+    }
+}
+
+impl Args {
+    pub fn run_options(&self) -> RunOptions {
+        let secs = match (self.secs, self.quick) {
+            (Some(secs), _) => secs,
+            (None, true) => QUICK_SECS,
+            (None, false) => DEFAULT_SECS,
+        };
+        RunOptions {
+            duration: Duration::from_secs(secs),
+            protocol: self.protocol,
+        }
+    }
+
+    /// `--pgroute`, else `pgroute` in the directory of this executable (both are built into `target/release`).
+    pub fn pgroute_binary(&self) -> Result<PathBuf> {
+        if let Some(path) = &self.pgroute {
+            return Ok(path.clone());
+        }
+        let exe = std::env::current_exe().context("find the path of this executable")?;
+        let dir = exe
+            .parent()
+            .with_context(|| format!("{} has no parent directory", exe.display()))?;
+        Ok(dir.join("pgroute"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_and_secs_choose_the_duration() {
+        let parse = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.run_options().duration);
+        assert_eq!(parse(&["b"]).ok(), Some(Duration::from_secs(15)));
+        assert_eq!(parse(&["b", "--quick"]).ok(), Some(Duration::from_secs(5)));
+        assert_eq!(parse(&["b", "--secs", "7"]).ok(), Some(Duration::from_secs(7)));
+        assert!(parse(&["b", "--secs", "7", "--quick"]).is_err());
+    }
+
+    #[test]
+    fn protocol_maps_to_pgbench_mode() {
+        let args = Args::try_parse_from(["b", "--protocol", "extended"]);
+        assert_eq!(
+            args.map(|a| a.protocol.pgbench_mode()).ok(),
+            Some("extended")
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The printed table: one row per (workload, target), ratio rows after each workload, then memory.
+//!
+//! Formatting is pure (`format_*` return strings) so the layout and the ratio arithmetic are unit-tested;
+//! the `print_*` wrappers only write to stdout.
+
+use crate::idle::MemoryUse;
+use crate::matrix::{RunOptions, Target};
+use crate::pgbench::Measurement;
+
+const WORKLOAD_WIDTH: usize = 40;
+const TARGET_WIDTH: usize = 18;
+const NUMBER_WIDTH: usize = 10;
+
+/// What became of one (workload, target) cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Measured(Measurement),
+    Failed(String),
+    /// The target cannot run this workload (PostgreSQL alone with 1,000 clients).
+    NotApplicable,
+}
+
+impl Outcome {
+    fn measured(&self) -> Option<&Measurement> {
+        match self {
+            Outcome::Measured(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+pub fn print_table_header(opts: &RunOptions) {
+    println!(
+        "\npgbench: {} s per run, -j 2, -M {}, proxies in transaction mode with 20 server connections\n",
+        opts.duration.as_secs(),
+        opts.protocol.pgbench_mode()
+    );
+    println!(
+        "{:<WORKLOAD_WIDTH$} {:<TARGET_WIDTH$} {:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$}",
+        "workload", "target", "TPS", "avg ms", "p99 ms"
+    );
+}
+
+pub fn print_row(workload: &str, target: Target, outcome: &Outcome) {
+    println!("{}", format_row(workload, target, outcome));
+}
+
+pub fn print_ratios(outcomes: &[(Target, Outcome)]) {
+    for line in format_ratios(outcomes) {
+        println!("{line}");
+    }
+}
+
+pub fn print_memory(idle: usize, results: &[(&str, anyhow::Result<MemoryUse>)]) {
+    for line in format_memory(idle, results) {
+        println!("{line}");
+    }
+}
+
+pub fn print_how_to_read() {
+    println!(
+        "\nHow to read: higher TPS and lower avg/p99 latency are better; ratio rows are pgroute divided by \
+         the baseline, so TPS above 1.00x and p99 below 1.00x favour pgroute; memory is the proxy's RSS \
+         growth per idle client (lower is better). Runs shorter than 15 s (--quick) are noisy."
+    );
+}
+
+fn format_row(workload: &str, target: Target, outcome: &Outcome) -> String {
+    let cells = match outcome {
+        Outcome::Measured(m) => format!(
+            "{:>NUMBER_WIDTH$.1} {:>NUMBER_WIDTH$.3} {:>NUMBER_WIDTH$}",
+            m.tps,
+            m.avg_ms,
+            m.p99_ms.map_or("-".to_owned(), |p| format!("{p:.3}"))
+        ),
+        Outcome::Failed(e) => format!("error: {e}"),
+        Outcome::NotApplicable => format!("{:>NUMBER_WIDTH$}", "n/a"),
+    };
+    format!(
+        "{workload:<WORKLOAD_WIDTH$} {:<TARGET_WIDTH$} {cells}",
+        target.label()
+    )
+}
+
+/// `pgroute/PgBouncer` (TPS and p99) and `pgroute/direct` (TPS); `n/a` where a side has no number.
+fn format_ratios(outcomes: &[(Target, Outcome)]) -> Vec<String> {
+    let find = |target: Target| {
+        outcomes
+            .iter()
+            .find(|(t, _)| *t == target)
+            .and_then(|(_, o)| o.measured())
+    };
+    let pgroute = find(Target::Pgroute);
+    let pgbouncer = find(Target::PgBouncer);
+    let direct = find(Target::Direct);
+    let tps = |base: Option<&Measurement>| ratio(pgroute.map(|m| m.tps), base.map(|m| m.tps));
+    let p99 = ratio(
+        pgroute.and_then(|m| m.p99_ms),
+        pgbouncer.and_then(|m| m.p99_ms),
+    );
+    vec![
+        ratio_row("pgroute/PgBouncer", &tps(pgbouncer), &p99),
+        ratio_row("pgroute/direct", &tps(direct), ""),
+        String::new(),
+    ]
+}
+
+fn ratio_row(label: &str, tps: &str, p99: &str) -> String {
+    let row = format!(
+        "{:<WORKLOAD_WIDTH$} {label:<TARGET_WIDTH$} {tps:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$} {p99:>NUMBER_WIDTH$}",
+        "", ""
+    );
+    row.trim_end().to_owned()
+}
+
+fn ratio(value: Option<f64>, base: Option<f64>) -> String {
+    match (value, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+        _ => "n/a".to_owned(),
+    }
+}
+
+fn format_memory(idle: usize, results: &[(&str, anyhow::Result<MemoryUse>)]) -> Vec<String> {
+    let mut lines = vec![
+        format!("\nidle clients: {idle} per proxy (startup handshake done, then idle)\n"),
+        format!(
+            "{:<TARGET_WIDTH$} {:>12} {:>12} {:>10} {:>16}",
+            "proxy", "RSS before", "RSS after", "clients", "KiB per client"
+        ),
+    ];
+    for (name, result) in results {
+        lines.push(match result {
+            Ok(m) => format!(
+                "{name:<TARGET_WIDTH$} {:>12} {:>12} {:>10} {:>16}",
+                mib(m.before_kib),
+                mib(m.after_kib),
+                m.clients,
+                m.kib_per_client()
+                    .map_or("n/a".to_owned(), |k| format!("{k:.2}"))
+            ),
+            Err(e) => format!(
+                "{name:<TARGET_WIDTH$} error: {}",
+                format!("{e:#}").replace('\n', " ")
+            ),
+        });
+    }
+    let per_client = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .and_then(MemoryUse::kib_per_client)
+    };
+    lines.push(format!(
+        "{:<TARGET_WIDTH$} {:>12}",
+        "pgroute/PgBouncer",
+        ratio(per_client("pgroute"), per_client("PgBouncer"))
+    ));
+    lines
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(tps: f64, p99: f64) -> Outcome {
+        Outcome::Measured(Measurement {
+            tps,
+            avg_ms: 1.0,
+            p99_ms: Some(p99),
+        })
+    }
+
+    #[test]
+    fn ratios_divide_pgroute_by_the_baseline() {
+        let outcomes = [
+            (Target::Direct, measured(200.0, 1.0)),
+            (Target::PgBouncer, measured(100.0, 4.0)),
+            (Target::Pgroute, measured(150.0, 2.0)),
+        ];
+        let lines = format_ratios(&outcomes);
+        let bouncer: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(bouncer, ["pgroute/PgBouncer", "1.50x", "0.50x"]);
+        let direct: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(direct, ["pgroute/direct", "0.75x"]);
+    }
+
+    #[test]
+    fn missing_sides_give_na_ratios() {
+        let outcomes = [
+            (Target::Direct, Outcome::NotApplicable),
+            (Target::PgBouncer, measured(100.0, 4.0)),
+            (Target::Pgroute, Outcome::Failed("boom".into())),
+        ];
+        let lines = format_ratios(&outcomes);
+        let bouncer: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(bouncer, ["pgroute/PgBouncer", "n/a", "n/a"]);
+        assert!(lines[1].ends_with("n/a"));
+    }
+
+    #[test]
+    fn failed_rows_say_error_and_keep_the_message() {
+        let row = format_row("w", Target::Pgroute, &Outcome::Failed("refused".into()));
+        assert!(row.contains("pgroute"));
+        assert!(row.ends_with("error: refused"));
+    }
+
+    #[test]
+    fn memory_ratio_is_per_client() {
+        let results = [
+            (
+                "PgBouncer",
+                Ok(MemoryUse {
+                    before_kib: 1000,
+                    after_kib: 3000,
+                    clients: 1000,
+                }),
+            ),
+            (
+                "pgroute",
+                Ok(MemoryUse {
+                    before_kib: 1000,
+                    after_kib: 2000,
+                    clients: 1000,
+                }),
+            ),
+        ];
+        let lines = format_memory(1000, &results);
+        assert!(lines[2].trim_end().ends_with("2.00"), "{}", lines[2]);
+        assert!(lines[4].trim_end().ends_with("0.50x"), "{}", lines[4]);
+    }
+}

@@ -1,0 +1,95 @@
+//! pgroute's test kit: real PostgreSQL clusters (from `pgroute-cluster`), pgroute proxies started
+//! in-process on free loopback ports, and small helpers for driving them with real clients.
+//!
+//! Nothing here mocks the database. Each test gets its own cluster, so tests run in parallel and a
+//! failing test cannot disturb another; the cluster and proxy stop when the returned values drop, also
+//! when the test panics.
+
+pub mod fault;
+pub mod tools;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+pub use pgroute::config::{Config, PoolMode};
+pub use pgroute::Running;
+pub use pgroute_cluster::{Cluster, ClusterOptions, Node};
+
+/// A cluster with a proxy in front of its primary.
+pub struct Stack {
+    pub proxy: Running,
+    pub cluster: Cluster,
+}
+
+impl Stack {
+    /// Starts a primary with `replicas` streaming replicas and a proxy, after `tweak` adjusts the
+    /// proxy's configuration (listen address and primary are filled in already).
+    pub async fn start(replicas: usize, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Stack> {
+        let cluster = tokio::task::spawn_blocking(move || {
+            Cluster::start(ClusterOptions {
+                replicas,
+                ..ClusterOptions::default()
+            })
+        })
+        .await
+        .context("cluster start task")?
+        .context("starting PostgreSQL")?;
+        let proxy = start_proxy(cluster.primary().addr(), tweak).await?;
+        Ok(Stack { proxy, cluster })
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.addr
+    }
+
+    /// A libpq-style connection string through the proxy.
+    pub fn conninfo(&self) -> String {
+        conninfo(self.proxy.addr)
+    }
+
+    /// A tokio-postgres client through the proxy (its connection task runs in the background).
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        connect(self.proxy.addr).await
+    }
+
+    /// A tokio-postgres client straight to the primary, bypassing the proxy (to check what it did).
+    pub async fn connect_direct(&self) -> anyhow::Result<tokio_postgres::Client> {
+        connect(self.cluster.primary().addr()).await
+    }
+}
+
+/// Starts a proxy in front of `primary` on a free loopback port.
+pub async fn start_proxy(
+    primary: SocketAddr,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<Running> {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.backends.primary = Some(primary.to_string().parse().map_err(anyhow::Error::msg)?);
+    tweak(&mut config);
+    Running::start(config).await.context("starting pgroute")
+}
+
+pub fn conninfo(addr: SocketAddr) -> String {
+    format!(
+        "host={} port={} user=postgres dbname=postgres connect_timeout=10",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// Connects with tokio-postgres and drives the connection in a background task.
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(&conninfo(addr), tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Shares one proxy handle across tasks.
+pub type SharedProxy = Arc<pgroute::Proxy>;

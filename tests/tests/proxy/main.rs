@@ -1,0 +1,3 @@
+//! Integration tests: real PostgreSQL, real clients, pgroute in between.
+
+mod basic;
