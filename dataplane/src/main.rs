@@ -11,28 +11,51 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.run.log.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgroute: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    if let Err(e) = init_logging(cli.run.log.as_deref()) {
+        eprintln!("pgroute: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
-        Some(Command::Demo(args)) => runtime.block_on(pgroute::demo::run(args)),
-        None => runtime.block_on(run(cli.run)),
+        Some(Command::Demo(args)) => match runtime(1) {
+            Ok(rt) => rt.block_on(pgroute::demo::run(args)),
+            Err(code) => code,
+        },
+        None => {
+            let config = match cli.run.to_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pgroute: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime(config.server.workers.get()) {
+                Ok(rt) => rt.block_on(run(config)),
+                Err(code) => code,
+            }
+        }
     }
 }
 
-async fn run(args: pgroute::cli::RunArgs) -> ExitCode {
-    let config = match args.to_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pgroute: {e}");
-            return ExitCode::from(2);
-        }
+/// One worker runs everything on the current thread (no cross-thread wakeups); more use tokio's
+/// work-stealing scheduler.
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let built = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
     };
+    built.map_err(|e| {
+        eprintln!("pgroute: cannot start the async runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
+async fn run(config: pgroute::Config) -> ExitCode {
     if config.server.metrics_listen.is_some() {
         eprintln!("pgroute: server.metrics_listen: the metrics endpoint is not built yet (observability issue); remove the setting");
         return ExitCode::from(2);
@@ -79,17 +102,20 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(flag: Option<&str>) {
+/// `--log`, else `PGROUTE_LOG`, else `info`; a filter that does not parse is an error, not a silent
+/// fallback.
+fn init_logging(flag: Option<&str>) -> Result<(), String> {
     let filter = flag
         .map(str::to_owned)
         .or_else(|| std::env::var("PGROUTE_LOG").ok())
         .unwrap_or_else(|| "info".to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .map_err(|e| format!("invalid log filter `{filter}` (--log / PGROUTE_LOG): {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -92,7 +92,10 @@ mod tests {
         let parse = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.run_options().duration);
         assert_eq!(parse(&["b"]).ok(), Some(Duration::from_secs(15)));
         assert_eq!(parse(&["b", "--quick"]).ok(), Some(Duration::from_secs(5)));
-        assert_eq!(parse(&["b", "--secs", "7"]).ok(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse(&["b", "--secs", "7"]).ok(),
+            Some(Duration::from_secs(7))
+        );
         assert!(parse(&["b", "--secs", "7", "--quick"]).is_err());
     }
 

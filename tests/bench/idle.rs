@@ -4,7 +4,8 @@
 //! trust auth) and waits for ReadyForQuery, so the proxy holds a fully set-up session, then sends nothing.
 //! The handshake is written out here (a few bytes) rather than taken from a driver, so the clients cost
 //! this process little and send exactly the same startup to both proxies. RSS is `VmRSS` from
-//! `/proc/<pid>/status`, read before the clients connect and once they all idle.
+//! `/proc/<pid>/status`, read after one warm-up client and again once all the others idle; the proxies are
+//! freshly started for this (see `main`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,12 +68,16 @@ pub fn measure(proxy: &ChildGuard, idle: usize) -> Result<MemoryUse> {
         .enable_all()
         .build()
         .context("build a tokio runtime")?;
+    // The first client makes a proxy open its server connection and learn the server's parameters;
+    // that is per pool, not per client, so it happens before the baseline is read.
+    let warm_up = runtime.block_on(connect_all(proxy, 1))?;
+    std::thread::sleep(SETTLE);
     let before_kib = rss_kib(pid)?;
     let clients = runtime.block_on(connect_all(proxy, idle))?;
     std::thread::sleep(SETTLE);
     let after_kib = rss_kib(pid)?;
     let held = clients.len();
-    drop(clients);
+    drop((warm_up, clients));
     Ok(MemoryUse {
         before_kib,
         after_kib,
@@ -108,7 +113,9 @@ async fn connect_all(proxy: &ChildGuard, count: usize) -> Result<Vec<TcpStream>>
     }
     match first_error {
         None => Ok(clients),
-        Some(e) => Err(e.context(format!("{failed} of {count} idle clients failed to connect"))),
+        Some(e) => Err(e.context(format!(
+            "{failed} of {count} idle clients failed to connect"
+        ))),
     }
 }
 

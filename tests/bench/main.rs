@@ -6,11 +6,11 @@
 //! pgroute/PgBouncer and pgroute/direct. Last it holds thousands of idle clients on each proxy and
 //! compares the memory each idle client costs.
 //!
-//! Flow: [`cli::Args`] → cluster → [`pgbouncer::start`] / [`pgroute::start`] → [`matrix::run`] (each run is
-//! [`pgbench::run`], printed by [`report`]) → [`idle::measure`]. Every child process sits in a
-//! [`process::ChildGuard`], so an early return on error still stops it. A proxy that does not
-//! start only fails its own rows. Run it through `tests/bench/run.sh`, which builds in release mode and
-//! raises the open-file limit.
+//! Flow: [`cli::Args`] → cluster → [`proxies::Proxies::start`] → [`matrix::run`] (each run is
+//! [`pgbench::run`](pgbench::Pgbench::run), printed by [`report`]) → fresh proxies → [`idle::measure`].
+//! Every proxy sits in a [`process::ChildGuard`], so an early return on error still stops it. A proxy that
+//! does not start only fails its own rows. Run it through `tests/bench/run.sh`, which builds in release
+//! mode and raises the open-file limit.
 
 mod cli;
 mod idle;
@@ -19,6 +19,7 @@ mod pgbench;
 mod pgbouncer;
 mod pgroute;
 mod process;
+mod proxies;
 mod report;
 mod workdir;
 
@@ -29,12 +30,9 @@ use pgroute_cluster::{Cluster, ClusterOptions};
 use crate::cli::Args;
 use crate::matrix::Targets;
 use crate::process::ChildGuard;
+use crate::proxies::{not_started, Proxies};
 use crate::workdir::WorkDir;
 
-/// Pool size of both proxies (`default_pool_size`, `--pool-size`).
-const POOL_SIZE: u32 = 20;
-/// Client limit of both proxies (`max_client_conn`), above the largest workload and `--idle`.
-const MAX_CLIENT_CONN: u32 = 10_000;
 /// `pgbench -i -s`: 1,000,000 rows in `pgbench_accounts`.
 const SCALE: u32 = 10;
 
@@ -57,35 +55,26 @@ fn main() -> Result<()> {
     eprintln!("pgbench -i -s {SCALE} on the primary ({primary}) ...");
     pgbench.init(primary, SCALE)?;
 
-    let pgbouncer = pgbouncer::start(&pgbouncer::Options {
-        primary,
-        pool_size: POOL_SIZE,
-        max_client_conn: MAX_CLIENT_CONN,
-        dir: work.path().join("pgbouncer"),
-    });
-    let pgroute = pgroute::start(&pgroute::Options {
-        binary: pgroute_bin,
-        primary,
-        pool_size: POOL_SIZE,
-        max_client_conn: MAX_CLIENT_CONN,
-        log: work.path().join("pgroute.log"),
-    });
-    report_start("PgBouncer", &pgbouncer);
-    report_start("pgroute", &pgroute);
-
+    let proxies = Proxies::start(primary, &pgroute_bin, work.path().join("throughput"))?;
+    let address =
+        |proxy: &Result<ChildGuard>| proxy.as_ref().map(ChildGuard::addr).map_err(not_started);
     let targets = Targets {
         direct: Ok(primary),
-        pgbouncer: pgbouncer.as_ref().map(ChildGuard::addr).map_err(error_text),
-        pgroute: pgroute.as_ref().map(ChildGuard::addr).map_err(error_text),
+        pgbouncer: address(&proxies.pgbouncer),
+        pgroute: address(&proxies.pgroute),
     };
     matrix::run(&pgbench, &targets, &args.run_options());
+    drop(proxies);
 
     if !args.skip_memory {
-        let proxies = [("PgBouncer", &pgbouncer), ("pgroute", &pgroute)];
-        let results = proxies.map(|(name, proxy)| {
+        // Fresh processes: after the 1,000-client run both would hold freed client memory for reuse,
+        // which would hide what an idle client costs.
+        eprintln!("starting fresh proxies for the idle-client memory comparison ...");
+        let fresh = Proxies::start(primary, &pgroute_bin, work.path().join("memory"))?;
+        let results = fresh.named().map(|(name, proxy)| {
             let result = match proxy {
                 Ok(guard) => idle::measure(guard, args.idle),
-                Err(e) => Err(anyhow::anyhow!("not started: {}", error_text(e))),
+                Err(e) => Err(anyhow::anyhow!(not_started(e))),
             };
             (name, result)
         });
@@ -93,16 +82,4 @@ fn main() -> Result<()> {
     }
     report::print_how_to_read();
     Ok(())
-}
-
-fn report_start(name: &str, result: &Result<ChildGuard>) {
-    match result {
-        Ok(guard) => eprintln!("{name} listening on {}", guard.addr()),
-        Err(e) => eprintln!("{name} did not start (its rows will show the error): {e:#}"),
-    }
-}
-
-/// One line with the whole cause chain, for a table cell.
-fn error_text(error: &anyhow::Error) -> String {
-    format!("{error:#}").replace('\n', " ")
 }

@@ -128,7 +128,7 @@ fn run_one(
     }
     let addr = match targets.get(target) {
         Ok(addr) => *addr,
-        Err(e) => return Outcome::Failed(format!("not started: {e}")),
+        Err(e) => return Outcome::Failed(e.clone()),
     };
     let spec = RunSpec {
         addr,

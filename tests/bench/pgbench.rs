@@ -178,7 +178,8 @@ fn parse_summary(stdout: &str) -> Result<(f64, f64)> {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|number| number.parse::<f64>().ok())
     };
-    let tps = value("tps = ").with_context(|| format!("no `tps = ` in pgbench output: {stdout}"))?;
+    let tps =
+        value("tps = ").with_context(|| format!("no `tps = ` in pgbench output: {stdout}"))?;
     let avg = value("latency average = ")
         .with_context(|| format!("no `latency average = ` in pgbench output: {stdout}"))?;
     Ok((tps, avg))

@@ -31,12 +31,8 @@ pub fn start(opts: &Options) -> Result<ChildGuard> {
     write(&dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
     workdir::give_to_postgres(dir)?;
 
-    let args = ["-u", "postgres", "--", PGBOUNCER]
-        .into_iter()
-        .map(str::to_owned)
-        .chain([ini.display().to_string()])
-        .collect::<Vec<_>>();
-    let cmd = process::with_nofile_limit(Path::new("runuser"), &args);
+    let cmd =
+        process::as_postgres_with_nofile_limit(Path::new(PGBOUNCER), &[ini.display().to_string()]);
     ChildGuard::spawn(
         "PgBouncer",
         cmd,

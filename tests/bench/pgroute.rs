@@ -20,14 +20,8 @@ pub struct Options {
 pub fn start(opts: &Options) -> Result<ChildGuard> {
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, process::free_port()?));
     let cmd = process::with_nofile_limit(&opts.binary, &args(opts, listen));
-    ChildGuard::spawn(
-        "pgroute",
-        cmd,
-        listen,
-        PidSource::Child,
-        opts.log.clone(),
-    )
-    .with_context(|| format!("start pgroute ({})", opts.binary.display()))
+    ChildGuard::spawn("pgroute", cmd, listen, PidSource::Child, opts.log.clone())
+        .with_context(|| format!("start pgroute ({})", opts.binary.display()))
 }
 
 fn args(opts: &Options, listen: SocketAddr) -> Vec<String> {

@@ -1,8 +1,8 @@
 //! Starting the proxies as child processes, waiting until they listen, and stopping them on drop.
 //!
-//! The proxies must accept thousands of clients, so they are started through `sh -c 'ulimit -n …'` (we are
-//! root, so the limit can be raised). A [`ChildGuard`] owns each one: dropping it stops the process even
-//! when the benchmark returns early with an error.
+//! The proxies and pgbench must handle thousands of connections, so they are started through
+//! `sh -c 'ulimit -n …'` (as root the hard limit can be raised too). A [`ChildGuard`] owns each proxy:
+//! dropping it stops the process even when the benchmark returns early with an error.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Open-file limit of proxies and pgbench: above `max_client_conn` plus the server side.
-pub const CHILD_NOFILE: u32 = 20_000;
+/// Open-file limit of proxies and pgbench (see [`nofile_script`]): above `max_client_conn` plus the
+/// server side.
+const CHILD_NOFILE: u32 = 20_000;
 
 /// How long a proxy gets to start listening.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,19 +31,37 @@ const LOG_TAIL_LINES: usize = 10;
 pub fn with_nofile_limit(program: &Path, args: &[String]) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!(
-            "ulimit -n {CHILD_NOFILE} || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\""
-        ))
+        .arg(nofile_script())
         .arg("sh")
         .arg(program)
         .args(args);
     cmd
 }
 
+/// [`with_nofile_limit`] as the `postgres` user. The limit is raised after `runuser`, whose PAM session
+/// (`pam_limits`) resets the soft limit to the system default (often 1024).
+pub fn as_postgres_with_nofile_limit(program: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--", "sh", "-c"])
+        .arg(nofile_script())
+        .arg("sh")
+        .arg(program)
+        .args(args);
+    cmd
+}
+
+/// Raises the soft open-file limit and execs `"$@"`.
+fn nofile_script() -> String {
+    format!("ulimit -n {CHILD_NOFILE} || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
+}
+
 /// A port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr().context("read a bound address")?.port())
+    Ok(listener
+        .local_addr()
+        .context("read a bound address")?
+        .port())
 }
 
 /// Where a proxy's pid comes from: the child itself, or a pid file when the child is a wrapper
@@ -183,4 +202,26 @@ fn signal(pid: u32, sig: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(cmd: &Command) -> Vec<String> {
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn limit_is_raised_after_runuser_and_the_program_is_execed() {
+        let cmd = as_postgres_with_nofile_limit(Path::new("pgbouncer"), &["x.ini".to_owned()]);
+        let argv = argv(&cmd);
+        assert_eq!(argv[..6], ["runuser", "-u", "postgres", "--", "sh", "-c"]);
+        assert!(argv[6].starts_with("ulimit -n 20000 ||"));
+        assert!(argv[6].ends_with("exec \"$@\""));
+        assert_eq!(argv[7..], ["sh", "pgbouncer", "x.ini"]);
+    }
 }

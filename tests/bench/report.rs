@@ -6,6 +6,7 @@
 use crate::idle::MemoryUse;
 use crate::matrix::{RunOptions, Target};
 use crate::pgbench::Measurement;
+use crate::proxies::POOL_SIZE;
 
 const WORKLOAD_WIDTH: usize = 40;
 const TARGET_WIDTH: usize = 18;
@@ -31,7 +32,7 @@ impl Outcome {
 
 pub fn print_table_header(opts: &RunOptions) {
     println!(
-        "\npgbench: {} s per run, -j 2, -M {}, proxies in transaction mode with 20 server connections\n",
+        "\npgbench: {} s per run, -j 2, -M {}, proxies in transaction mode with {POOL_SIZE} server connections\n",
         opts.duration.as_secs(),
         opts.protocol.pgbench_mode()
     );
@@ -60,8 +61,9 @@ pub fn print_memory(idle: usize, results: &[(&str, anyhow::Result<MemoryUse>)]) 
 pub fn print_how_to_read() {
     println!(
         "\nHow to read: higher TPS and lower avg/p99 latency are better; ratio rows are pgroute divided by \
-         the baseline, so TPS above 1.00x and p99 below 1.00x favour pgroute; memory is the proxy's RSS \
-         growth per idle client (lower is better). Runs shorter than 15 s (--quick) are noisy."
+         the baseline, so TPS above 1.00x and p99 below 1.00x favour pgroute; with -C, avg includes \
+         reconnect time and p99 (pgbench's per-transaction log, 10% sampled) does not; memory is the \
+         proxy's RSS growth per idle client (lower is better). Runs shorter than 15 s (--quick) are noisy."
     );
 }
 

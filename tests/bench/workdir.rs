@@ -45,7 +45,10 @@ pub fn give_to_postgres(dir: &Path) -> Result<()> {
         .status()
         .context("run chown")?;
     if !status.success() {
-        bail!("chown -R postgres:postgres {} failed ({status})", dir.display());
+        bail!(
+            "chown -R postgres:postgres {} failed ({status})",
+            dir.display()
+        );
     }
     Ok(())
 }

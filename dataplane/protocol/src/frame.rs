@@ -73,13 +73,31 @@ pub fn startup_packet_len(buf: &[u8], max: usize) -> Result<Option<usize>, Proto
 pub struct FrameReader {
     buf: BytesMut,
     max: usize,
+    chunk: usize,
 }
 
 impl FrameReader {
+    /// A reader with no buffer allocated yet: one is reserved on the first read.
     pub fn new(max_message_size: usize) -> Self {
         FrameReader {
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::new(),
             max: max_message_size,
+            chunk: 8 * 1024,
+        }
+    }
+
+    /// The least a read makes room for. Small for client sockets (requests are small and there are
+    /// thousands of clients), larger for backends (result rows stream back).
+    pub fn with_read_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(64);
+        self
+    }
+
+    /// Frees the buffer when nothing is buffered, so an idle connection holds no read memory (thousands
+    /// of idle clients are the normal case for a pooler).
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
         }
     }
 
@@ -103,7 +121,7 @@ impl FrameReader {
             }
             _ => 0,
         };
-        self.buf.reserve(want.max(8 * 1024));
+        self.buf.reserve(want.max(self.chunk));
     }
 
     /// Splits off the next whole frame, if there is one.

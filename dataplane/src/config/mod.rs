@@ -6,7 +6,7 @@
 
 mod address;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Largest startup packet, in bytes. Default 10000. Reloadable for new connections.
     pub max_startup_packet: usize,
+    /// Threads serving clients. Default 1: like PgBouncer, one core relays tens of thousands of
+    /// transactions a second, and a sidecar should not compete with its application for CPU; raise it for
+    /// very busy pods. Restart to change.
+    pub workers: NonZeroUsize,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
             client_login_timeout: Duration::from_secs(15),
             max_message_size: 1 << 30,
             max_startup_packet: 10_000,
+            workers: NonZeroUsize::MIN,
         }
     }
 }

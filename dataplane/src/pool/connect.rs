@@ -107,7 +107,7 @@ async fn login(
         ],
     );
     stream.write_all(&out).await?;
-    let mut reader = FrameReader::new(opts.max_message_size);
+    let mut reader = FrameReader::new(opts.max_message_size).with_read_chunk(16 * 1024);
     let mut scram: Option<sasl::ScramSha256> = None;
     let mut params = Vec::new();
     let mut backend_key = BackendKey { pid: 0, secret: 0 };

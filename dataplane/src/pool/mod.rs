@@ -77,7 +77,7 @@ pub struct Pool {
     config: PoolConfig,
     connect: ConnectOptions,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<ServerConn>>,
+    idle: Mutex<Vec<Box<ServerConn>>>,
     stats: PoolStats,
     /// ParameterStatus values of the first connection, replayed to clients at login so logging in does not
     /// need a backend connection once the pool has one.
@@ -158,7 +158,7 @@ impl Pool {
     }
 
     /// Pops the most recently used idle connection that is still usable; stale ones are closed.
-    fn pop_idle(&self) -> Option<ServerConn> {
+    fn pop_idle(&self) -> Option<Box<ServerConn>> {
         loop {
             let conn = self.idle.lock().ok()?.pop()?;
             if conn.expired(self.config.server_lifetime) || !conn.looks_alive() {
@@ -169,9 +169,13 @@ impl Pool {
         }
     }
 
-    async fn open(&self) -> Result<ServerConn, PoolError> {
-        let conn = connect::connect(&self.key, &self.connect, self.config.server_connect_timeout)
-            .await
+    async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
+        let conn = Box::pin(connect::connect(
+            &self.key,
+            &self.connect,
+            self.config.server_connect_timeout,
+        ))
+        .await
             .map_err(|source| PoolError::Connect {
                 backend: self.key.backend.clone(),
                 source,
@@ -183,10 +187,10 @@ impl Pool {
                 *p = Some(Arc::new(conn.params().to_vec()));
             }
         }
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 
-    fn checkin(&self, mut conn: ServerConn) {
+    fn checkin(&self, mut conn: Box<ServerConn>) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         if conn.expired(self.config.server_lifetime) {
             self.stats.open.fetch_sub(1, Ordering::Relaxed);
@@ -218,7 +222,7 @@ impl Pool {
 /// it (the safe default for a connection in an unknown state).
 #[derive(Debug)]
 pub struct PooledConn {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
 }

@@ -20,8 +20,8 @@ impl ClientConn {
     pub(crate) fn new(stream: TcpStream, max_message_size: usize) -> ClientConn {
         ClientConn {
             stream,
-            reader: FrameReader::new(max_message_size),
-            out: BytesMut::with_capacity(1024),
+            reader: FrameReader::new(max_message_size).with_read_chunk(2048),
+            out: BytesMut::new(),
         }
     }
 
@@ -46,6 +46,19 @@ impl ClientConn {
                 return Ok(None);
             }
         }
+    }
+
+    /// Waits until the client has something to say (or has closed). With nothing buffered, the buffers
+    /// are freed first, so an idle client holds no buffer memory.
+    pub(crate) async fn wait_readable(&mut self) -> Result<(), SessionError> {
+        if self.reader.buffered() > 0 {
+            return Ok(());
+        }
+        self.reader.release_if_empty();
+        if self.out.capacity() > 0 {
+            self.out = BytesMut::new();
+        }
+        self.stream.readable().await.map_err(SessionError::ClientIo)
     }
 
     /// Waits until a whole frame is buffered and returns its tag without consuming it.

@@ -41,8 +41,16 @@ use tracker::Tracker;
 pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let mut client = ClientConn::new(stream, proxy.config().server.max_message_size);
-    if let Err(err) = run(&mut client, &proxy).await {
+    let mut client = Box::new(ClientConn::new(stream, proxy.config().server.max_message_size));
+    // Boxed futures here and in `Session` keep an idle client's task small: while it waits for the
+    // client to speak, the task holds only pointers and the readiness future, not the largest state
+    // that login or a transaction could need. Thousands of idle clients are normal for a pooler.
+    let result = match Box::pin(login_within_timeout(&mut client, &proxy)).await {
+        Ok(Some(mut session)) => session.serve(&mut client).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(err) = result {
         tracing::debug!(?peer, error = %err, "client session ended with an error");
         client.out.clear();
         client.queue_error(&err);
@@ -51,15 +59,14 @@ pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
     let _ = client.stream.shutdown().await;
 }
 
-async fn run(client: &mut ClientConn, proxy: &Arc<Proxy>) -> Result<(), SessionError> {
+async fn login_within_timeout(
+    client: &mut ClientConn,
+    proxy: &Arc<Proxy>,
+) -> Result<Option<Box<Session>>, SessionError> {
     let timeout = proxy.config().server.client_login_timeout;
-    let session = match tokio::time::timeout(timeout, login(client, proxy)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(SessionError::LoginTimeout(timeout)),
-    };
-    match session {
-        Some(mut s) => s.run(client).await,
-        None => Ok(()),
+    match tokio::time::timeout(timeout, login(client, proxy)).await {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::LoginTimeout(timeout)),
     }
 }
 
@@ -68,7 +75,7 @@ async fn run(client: &mut ClientConn, proxy: &Arc<Proxy>) -> Result<(), SessionE
 async fn login(
     client: &mut ClientConn,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Session>, SessionError> {
+) -> Result<Option<Box<Session>>, SessionError> {
     let config = proxy.config();
     let params = match handshake::opening(client, config.server.max_startup_packet).await? {
         Opening::Startup(p) => p,
@@ -107,7 +114,7 @@ async fn login(
     answer_login(client, &params, &server_params, &cancel);
     client.flush_out().await?;
     let mode = config.pool.mode;
-    Ok(Some(Session {
+    Ok(Some(Box::new(Session {
         proxy: proxy.clone(),
         pool,
         mode,
@@ -119,7 +126,7 @@ async fn login(
         cancel,
         held: None,
         _slot: slot,
-    }))
+    })))
 }
 
 /// AuthenticationOk, protocol negotiation, ParameterStatus (the server's, with the client's own startup
@@ -161,71 +168,80 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, client: &mut ClientConn) -> Result<(), SessionError> {
-        let result = self.serve(client).await;
+    /// Idle wait, then one step per transaction (or one for the whole session in session mode).
+    async fn serve(&mut self, client: &mut ClientConn) -> Result<(), SessionError> {
+        let result = loop {
+            if let Err(e) = client.wait_readable().await {
+                break Err(e);
+            }
+            match Box::pin(self.step(client)).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
         if let Some(server) = self.held.take() {
-            self.reset_and_release(server).await;
+            Box::pin(self.reset_and_release(server)).await;
         }
         result
     }
 
-    async fn serve(&mut self, client: &mut ClientConn) -> Result<(), SessionError> {
-        loop {
-            let Some(tag) = client.peek_tag().await? else {
-                return Ok(());
-            };
-            if tag == frontend::TERMINATE {
-                return Ok(());
+    /// Serves the client's next batch: attach a backend, relay until it is at rest (transaction mode)
+    /// or the client leaves, detach. `false` when the client is gone.
+    async fn step(&mut self, client: &mut ClientConn) -> Result<bool, SessionError> {
+        let Some(tag) = client.peek_tag().await? else {
+            return Ok(false);
+        };
+        if tag == frontend::TERMINATE {
+            return Ok(false);
+        }
+        let mut server = match self.attach().await {
+            Ok(s) => s,
+            Err(err) => {
+                self.fail_batch(client, err).await?;
+                return Ok(true);
             }
-            let mut server = match self.attach().await {
-                Ok(s) => s,
-                Err(err) => {
-                    self.fail_batch(client, err).await?;
-                    continue;
+        };
+        let conn = server.conn();
+        self.cancel.set_target(Some(CancelTarget {
+            addr: conn.addr(),
+            key: conn.key(),
+        }));
+        let release_at_rest = self.mode == PoolMode::Transaction;
+        let end = relay::run(
+            client,
+            conn,
+            &mut self.tracker,
+            &mut self.vars,
+            self.pool.stats(),
+            release_at_rest,
+        )
+        .await;
+        self.cancel.set_target(None);
+        match end {
+            Ok(RelayEnd::AtRest { tail }) => {
+                self.detach(server);
+                if let Some(tail) = tail {
+                    client
+                        .stream
+                        .write_all(&tail)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
                 }
-            };
-            let conn = server.conn();
-            self.cancel.set_target(Some(CancelTarget {
-                addr: conn.addr(),
-                key: conn.key(),
-            }));
-            let release_at_rest = self.mode == PoolMode::Transaction;
-            let end = relay::run(
-                client,
-                conn,
-                &mut self.tracker,
-                &mut self.vars,
-                self.pool.stats(),
-                release_at_rest,
-            )
-            .await;
-            self.cancel.set_target(None);
-            match end {
-                Ok(RelayEnd::AtRest { tail }) => {
+                Ok(true)
+            }
+            Ok(RelayEnd::ClientGone { clean }) => {
+                if clean {
                     self.detach(server);
-                    if let Some(tail) = tail {
-                        client
-                            .stream
-                            .write_all(&tail)
-                            .await
-                            .map_err(SessionError::ClientIo)?;
-                    }
                 }
-                Ok(RelayEnd::ClientGone { clean }) => {
-                    if clean {
-                        self.detach(server);
-                    }
-                    return Ok(());
-                }
-                Err(RelayError::Client(e)) => return Err(SessionError::ClientIo(e)),
-                Err(RelayError::ClientProtocol(e)) => return Err(SessionError::Protocol(e)),
-                Err(RelayError::Server(reason)) => {
-                    return Err(SessionError::ServerLost {
-                        backend: self.pool.key().backend.to_string(),
-                        reason,
-                    })
-                }
+                Ok(false)
             }
+            Err(RelayError::Client(e)) => Err(SessionError::ClientIo(e)),
+            Err(RelayError::ClientProtocol(e)) => Err(SessionError::Protocol(e)),
+            Err(RelayError::Server(reason)) => Err(SessionError::ServerLost {
+                backend: self.pool.key().backend.to_string(),
+                reason,
+            }),
         }
     }
 
