@@ -151,6 +151,9 @@ mod tests {
     #[test]
     fn demo_is_a_subcommand() {
         let cli = Cli::parse_from(["pgroute", "demo", "--clients", "4"]);
-        assert!(matches!(cli.command, Some(Command::Demo(DemoArgs { clients: 4, .. }))));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Demo(DemoArgs { clients: 4, .. }))
+        ));
     }
 }

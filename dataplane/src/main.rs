@@ -64,14 +64,21 @@ async fn run(config: pgroute::Config) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgroute: {}", error_chain(&e));
-            return ExitCode::from(if matches!(e, pgroute::RunError::Start(_)) { 2 } else { 1 });
+            return ExitCode::from(if matches!(e, pgroute::RunError::Start(_)) {
+                2
+            } else {
+                1
+            });
         }
     };
     tracing::info!(listen = %running.addr, primary = %running.proxy.primary(), "pgroute ready");
     wait_for_signal().await;
     let proxy = running.proxy.clone();
     running.stop().await;
-    tracing::info!(clients = proxy.client_count(), "shutting down: draining clients");
+    tracing::info!(
+        clients = proxy.client_count(),
+        "shutting down: draining clients"
+    );
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while proxy.client_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

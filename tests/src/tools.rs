@@ -16,18 +16,25 @@ pub async fn run_tool(
     stdin: Option<&[u8]>,
 ) -> anyhow::Result<Output> {
     let mut cmd = tokio::process::Command::new(bin_dir.join(tool));
-    cmd.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "postgres"])
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGPASSWORD")
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "-h",
+        &addr.ip().to_string(),
+        "-p",
+        &addr.port().to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(args)
+    .env("PGCONNECT_TIMEOUT", "10")
+    .env_remove("PGPASSWORD")
+    .stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    })
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("spawning {tool}"))?;
     if let Some(input) = stdin {
         use tokio::io::AsyncWriteExt;
@@ -45,7 +52,16 @@ pub async fn psql(
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> anyhow::Result<String> {
-    let mut all = vec!["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres"];
+    let mut all = vec![
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        "postgres",
+    ];
     all.extend_from_slice(args);
     let out = run_tool(bin_dir, "psql", addr, &all, stdin).await?;
     anyhow::ensure!(
@@ -68,7 +84,11 @@ pub struct PgbenchResult {
 }
 
 /// Runs pgbench and parses its summary; fails if it exited non-zero.
-pub async fn pgbench(bin_dir: &Path, addr: SocketAddr, args: &[&str]) -> anyhow::Result<PgbenchResult> {
+pub async fn pgbench(
+    bin_dir: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+) -> anyhow::Result<PgbenchResult> {
     let out = run_tool(bin_dir, "pgbench", addr, args, None).await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -152,7 +152,12 @@ pub fn notice_response(out: &mut BytesMut, severity: &str, code: &str, message: 
 
 fn error_like(out: &mut BytesMut, tag: u8, severity: &str, code: &str, message: &str) {
     let at = begin_message(out, tag);
-    for (kind, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+    for (kind, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
         out.put_u8(kind);
         put_cstr(out, value);
     }
@@ -245,7 +250,10 @@ mod tests {
     fn ready_for_query_round_trip() {
         let mut out = BytesMut::new();
         ready_for_query(&mut out, TxStatus::InTransaction);
-        assert_eq!(ready_for_query_status(&out[5..]), Ok(TxStatus::InTransaction));
+        assert_eq!(
+            ready_for_query_status(&out[5..]),
+            Ok(TxStatus::InTransaction)
+        );
         assert!(ready_for_query_status(b"X").is_err());
     }
 

@@ -253,7 +253,10 @@ mod tests {
         let mut r = FrameReader::new(100);
         r.buffer_mut()
             .extend_from_slice(&[b'd', 0x7f, 0xff, 0xff, 0xff]);
-        assert!(matches!(r.next_frame(), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(
+            r.next_frame(),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -273,7 +276,10 @@ mod tests {
         let mut r = FrameReader::new(1024);
         r.buffer_mut().extend_from_slice(&bytes);
         let mut tags = vec![];
-        let batch = r.take_batch(|t, _| tags.push(t)).expect("valid").expect("some");
+        let batch = r
+            .take_batch(|t, _| tags.push(t))
+            .expect("valid")
+            .expect("some");
         assert_eq!(tags, vec![b'D', b'C']);
         assert_eq!(batch.len(), 8 + 14);
         assert_eq!(r.buffered(), 2);

@@ -67,7 +67,9 @@ pub fn bind_names(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
 
 /// Kind (`'S'` statement or `'P'` portal) and name of a Describe or Close body.
 pub fn target_name<'a>(body: &'a [u8], what: &'static str) -> Result<(u8, &'a str), ProtocolError> {
-    let (&kind, mut rest) = body.split_first().ok_or(ProtocolError::Malformed { what })?;
+    let (&kind, mut rest) = body
+        .split_first()
+        .ok_or(ProtocolError::Malformed { what })?;
     if kind != b'S' && kind != b'P' {
         return Err(ProtocolError::Malformed { what });
     }

@@ -51,7 +51,9 @@ impl StartupParams {
 
 /// Parses a whole startup-phase packet (including its 4-byte length).
 pub fn parse_startup(packet: &[u8]) -> Result<StartupRequest, ProtocolError> {
-    let mut body = packet.get(4..).ok_or(ProtocolError::Malformed { what: "startup" })?;
+    let mut body = packet
+        .get(4..)
+        .ok_or(ProtocolError::Malformed { what: "startup" })?;
     let code = read_i32(&mut body, "startup")?;
     match code {
         SSL_REQUEST => Ok(StartupRequest::Ssl),

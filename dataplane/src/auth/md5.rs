@@ -22,14 +22,19 @@ impl Md5Challenge {
     pub fn verify(&self, user: &str, secret: &Secret, answer: &[u8]) -> bool {
         let inner = match secret {
             Secret::Plain(p) => {
-                format!("md5{}", hex(&Md5::digest([p.as_bytes(), user.as_bytes()].concat())))
+                format!(
+                    "md5{}",
+                    hex(&Md5::digest([p.as_bytes(), user.as_bytes()].concat()))
+                )
             }
             Secret::Md5(h) => h.clone(),
             Secret::Scram(_) => return false,
         };
         let expected = format!(
             "md5{}",
-            hex(&Md5::digest([&inner.as_bytes()[3..], &self.salt[..]].concat()))
+            hex(&Md5::digest(
+                [&inner.as_bytes()[3..], &self.salt[..]].concat()
+            ))
         );
         constant_time_eq(expected.as_bytes(), answer)
     }

@@ -25,7 +25,11 @@ pub struct ScramVerifier {
 
 impl std::fmt::Debug for ScramVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ScramVerifier(iterations={}, <redacted>)", self.iterations)
+        write!(
+            f,
+            "ScramVerifier(iterations={}, <redacted>)",
+            self.iterations
+        )
     }
 }
 
@@ -78,7 +82,10 @@ pub struct ScramExchange {
 
 impl ScramExchange {
     /// Takes the client-first message and returns the exchange and the server-first message to send.
-    pub fn start(verifier: ScramVerifier, client_first: &[u8]) -> Result<ScramExchange, ScramError> {
+    pub fn start(
+        verifier: ScramVerifier,
+        client_first: &[u8],
+    ) -> Result<ScramExchange, ScramError> {
         let text = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("utf-8"))?;
         let bare = match text.as_bytes().first() {
             Some(b'n') | Some(b'y') => text
@@ -175,7 +182,8 @@ mod tests {
     fn run(stored_password: &str, client_password: &str) -> Result<(), ScramError> {
         let verifier =
             ScramVerifier::for_secret(&Secret::Plain(stored_password.into())).expect("verifier");
-        let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
+        let mut client =
+            ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
         let exchange = ScramExchange::start(verifier, client.message())?;
         client
             .update(exchange.server_first().as_bytes())

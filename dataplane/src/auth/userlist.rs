@@ -24,7 +24,10 @@ pub(super) fn parse(text: &str) -> Result<HashMap<String, Secret>, UserListError
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
         }
-        let err = |problem| UserListError::Syntax { line: i + 1, problem };
+        let err = |problem| UserListError::Syntax {
+            line: i + 1,
+            problem,
+        };
         let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\""))?;
         let (secret, _) =
             quoted(rest.trim_start()).ok_or_else(|| err("expected \"password\" after the user"))?;

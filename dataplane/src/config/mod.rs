@@ -227,13 +227,19 @@ impl Config {
             return Err(invalid("server.max_message_size", "must be at least 1024"));
         }
         if self.pool.max_prepared_statements < 2 {
-            return Err(invalid("pool.max_prepared_statements", "must be at least 2"));
+            return Err(invalid(
+                "pool.max_prepared_statements",
+                "must be at least 2",
+            ));
         }
         if self.pool.queue_timeout.is_zero() {
             return Err(invalid("pool.queue_timeout", "must be positive"));
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("server.listen", "expected IP:PORT, e.g. 127.0.0.1:6432"));
+            return Err(invalid(
+                "server.listen",
+                "expected IP:PORT, e.g. 127.0.0.1:6432",
+            ));
         }
         if let Some(m) = &self.server.metrics_listen {
             if m.parse::<std::net::SocketAddr>().is_err() {

@@ -19,7 +19,10 @@ fn empty_file_gives_documented_defaults() {
 
 #[test]
 fn missing_primary_names_the_key() {
-    let err = Config::parse("").expect("parses").validate().expect_err("invalid");
+    let err = Config::parse("")
+        .expect("parses")
+        .validate()
+        .expect_err("invalid");
     assert!(err.to_string().contains("backends.primary"), "{err}");
 }
 

@@ -171,10 +171,8 @@ fn authenticate(
             if !mechanisms.contains(&sasl::SCRAM_SHA_256) {
                 return Err(ConnectError::UnsupportedAuth(mechanisms.join(", ")));
             }
-            let s = sasl::ScramSha256::new(
-                password()?.as_bytes(),
-                sasl::ChannelBinding::unsupported(),
-            );
+            let s =
+                sasl::ScramSha256::new(password()?.as_bytes(), sasl::ChannelBinding::unsupported());
             // SASLInitialResponse: mechanism, then the length-prefixed client-first message.
             let first = s.message();
             let mut payload = Vec::with_capacity(first.len() + 32);
@@ -186,16 +184,16 @@ fn authenticate(
             *scram = Some(s);
         }
         AuthRequest::SaslContinue { data } => {
-            let s = scram
-                .as_mut()
-                .ok_or(ConnectError::UnsupportedAuth("SASLContinue before SASL".into()))?;
+            let s = scram.as_mut().ok_or(ConnectError::UnsupportedAuth(
+                "SASLContinue before SASL".into(),
+            ))?;
             s.update(data).map_err(ConnectError::Scram)?;
             frontend::password_message(out, s.message());
         }
         AuthRequest::SaslFinal { data } => {
-            let mut s = scram
-                .take()
-                .ok_or(ConnectError::UnsupportedAuth("SASLFinal before SASL".into()))?;
+            let mut s = scram.take().ok_or(ConnectError::UnsupportedAuth(
+                "SASLFinal before SASL".into(),
+            ))?;
             s.finish(data).map_err(ConnectError::Scram)?;
         }
         AuthRequest::Unsupported { code } => {

@@ -21,9 +21,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::Credentials;
 use crate::config::{BackendAddr, PoolConfig};
 
-pub use connect::{ConnectError, ConnectOptions};
 pub(crate) use connect::read_frame;
+pub use connect::{ConnectError, ConnectOptions};
 pub use server::{BackendKey, ServerConn};
+
+/// ParameterStatus values a backend reported at login, shared by every client of the pool.
+pub type ServerParams = Arc<Vec<(String, String)>>;
 
 /// Which pool: the backend, and the database and user the connections are logged in as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,11 +80,13 @@ pub struct Pool {
     config: PoolConfig,
     connect: ConnectOptions,
     permits: Arc<Semaphore>,
+    /// Boxed so checkout and checkin move a pointer, not the whole connection state.
+    #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConn>>>,
     stats: PoolStats,
     /// ParameterStatus values of the first connection, replayed to clients at login so logging in does not
     /// need a backend connection once the pool has one.
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
 }
 
 impl Pool {
@@ -115,7 +120,7 @@ impl Pool {
     }
 
     /// Server ParameterStatus values, if a connection has been made.
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().ok().and_then(|p| p.clone())
     }
 
@@ -176,10 +181,10 @@ impl Pool {
             self.config.server_connect_timeout,
         ))
         .await
-            .map_err(|source| PoolError::Connect {
-                backend: self.key.backend.clone(),
-                source,
-            })?;
+        .map_err(|source| PoolError::Connect {
+            backend: self.key.backend.clone(),
+            source,
+        })?;
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.server_params.lock() {
@@ -264,7 +269,11 @@ pub struct Pools {
 
 impl Pools {
     /// `credentials` give the password to log in to backends as a user, where one is known.
-    pub fn new(config: PoolConfig, max_message_size: usize, credentials: Arc<Credentials>) -> Pools {
+    pub fn new(
+        config: PoolConfig,
+        max_message_size: usize,
+        credentials: Arc<Credentials>,
+    ) -> Pools {
         Pools {
             config,
             credentials,

@@ -147,7 +147,9 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_with_wrong_secret_or_idle_client_sends_nothing() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let r = Arc::new(CancelRegistry::default());
         let h = r.register();
@@ -163,7 +165,9 @@ mod tests {
         r.cancel(h.pid(), h.secret()).await;
         let (mut s, _) = listener.accept().await.expect("forwarded");
         let mut buf = [0u8; 16];
-        tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf).await.expect("read");
+        tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf)
+            .await
+            .expect("read");
         assert_eq!(buf, pgroute_protocol::startup::cancel_request(7, 9));
     }
 }

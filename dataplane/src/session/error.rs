@@ -32,7 +32,9 @@ pub enum SessionError {
     Unsupported { what: &'static str },
     #[error("prepared statement \"{name}\" already exists")]
     DuplicateStatement { name: String },
-    #[error("could not restore this client's session settings on the server connection: {message}")]
+    #[error(
+        "could not restore this client's session settings on the server connection: {message}"
+    )]
     StateReplay { code: String, message: String },
 }
 

@@ -105,10 +105,9 @@ pub(crate) async fn authenticate(
 }
 
 async fn password_message(client: &mut ClientConn) -> Result<Bytes, SessionError> {
-    let frame = client
-        .next_frame()
-        .await?
-        .ok_or(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()))?;
+    let frame = client.next_frame().await?.ok_or(SessionError::ClientIo(
+        std::io::ErrorKind::UnexpectedEof.into(),
+    ))?;
     if frame.tag != PASSWORD {
         return Err(ProtocolError::UnexpectedTag {
             tag: frame.tag as char,

@@ -41,7 +41,10 @@ use tracker::Tracker;
 pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let mut client = Box::new(ClientConn::new(stream, proxy.config().server.max_message_size));
+    let mut client = Box::new(ClientConn::new(
+        stream,
+        proxy.config().server.max_message_size,
+    ));
     // Boxed futures here and in `Session` keep an idle client's task small: while it waits for the
     // client to speak, the task holds only pointers and the readiness future, not the largest state
     // that login or a transaction could need. Thousands of idle clients are normal for a pooler.
@@ -118,7 +121,9 @@ async fn login(
         proxy: proxy.clone(),
         pool,
         mode,
-        vars: SessionVars::from_startup(params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        vars: SessionVars::from_startup(
+            params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
         tracker: Tracker::new(
             mode == PoolMode::Transaction,
             config.pool.max_prepared_statements,

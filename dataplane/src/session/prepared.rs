@@ -133,7 +133,10 @@ impl BackendStatements {
 /// Describe/Close (kind, name).
 pub(crate) fn rename_bind(out: &mut BytesMut, body: &[u8], portal: &str, server_name: &str) {
     let rest = &body[portal.len() + 1..];
-    let old_len = rest.iter().position(|&b| b == 0).map_or(rest.len(), |p| p + 1);
+    let old_len = rest
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(rest.len(), |p| p + 1);
     let at = begin_message(out, fe::BIND);
     put_cstr(out, portal);
     put_cstr(out, server_name);

@@ -184,7 +184,11 @@ impl Tracker {
                 let (kind, name) = fe::target_name(body, "Describe")?;
                 if let Some(stmt) = self.known(name).filter(|_| kind == b'S') {
                     self.ensure_prepared(&stmt, backend);
-                    prepared::statement_target(&mut self.replacement, fe::DESCRIBE, &stmt.server_name);
+                    prepared::statement_target(
+                        &mut self.replacement,
+                        fe::DESCRIBE,
+                        &stmt.server_name,
+                    );
                     return Ok(ClientAction::Replace);
                 }
             }
@@ -196,7 +200,11 @@ impl Tracker {
                     if kind == b'S' && !name.is_empty() {
                         // The backend statement stays cached for other clients and later re-use.
                         self.statements.remove(name);
-                        prepared::statement_target(&mut self.replacement, fe::CLOSE, NOOP_STATEMENT);
+                        prepared::statement_target(
+                            &mut self.replacement,
+                            fe::CLOSE,
+                            NOOP_STATEMENT,
+                        );
                         return Ok(ClientAction::Replace);
                     }
                 }
@@ -292,8 +300,15 @@ impl Tracker {
         }
     }
 
-    fn prepare_on_backend(&mut self, stmt: &Statement, backend: &mut BackendStatements, swallow: bool) {
-        if let Some(victim) = backend.evict_candidate(self.max_prepared.saturating_sub(1), &stmt.server_name) {
+    fn prepare_on_backend(
+        &mut self,
+        stmt: &Statement,
+        backend: &mut BackendStatements,
+        swallow: bool,
+    ) {
+        if let Some(victim) =
+            backend.evict_candidate(self.max_prepared.saturating_sub(1), &stmt.server_name)
+        {
             prepared::statement_target(&mut self.replacement, fe::CLOSE, &victim);
             self.expect_close(CloseExpect::Swallow);
             backend.remove(&victim);
@@ -406,7 +421,11 @@ impl Tracker {
     /// Answers still expected for finished sync points were skipped after an error: a Parse that never
     /// completed created no backend statement.
     fn forget_skipped(&mut self, backend: &mut BackendStatements) {
-        while self.parses.front().is_some_and(|e| e.group < self.done_groups) {
+        while self
+            .parses
+            .front()
+            .is_some_and(|e| e.group < self.done_groups)
+        {
             if let Some(Expected {
                 what:
                     ParseExpect {
@@ -419,7 +438,11 @@ impl Tracker {
                 backend.remove(&name);
             }
         }
-        while self.closes.front().is_some_and(|e| e.group < self.done_groups) {
+        while self
+            .closes
+            .front()
+            .is_some_and(|e| e.group < self.done_groups)
+        {
             self.closes.pop_front();
         }
     }
@@ -430,8 +453,13 @@ mod tests {
     use super::*;
 
     fn client(t: &mut Tracker, tag: u8, body: &[u8]) -> ClientAction {
-        t.on_client_frame(tag, body, &mut BackendStatements::default(), &PoolStats::default())
-            .expect("valid")
+        t.on_client_frame(
+            tag,
+            body,
+            &mut BackendStatements::default(),
+            &PoolStats::default(),
+        )
+        .expect("valid")
     }
 
     fn rfq(t: &mut Tracker, status: u8, vars: &mut SessionVars) -> Option<Bytes> {
@@ -453,7 +481,10 @@ mod tests {
     fn at_rest_only_after_every_sync_is_answered_idle() {
         let mut t = Tracker::new(true, 100);
         let mut vars = SessionVars::default();
-        assert_eq!(client(&mut t, fe::PARSE, b"\0select 1\0\0\0"), ClientAction::Forward);
+        assert_eq!(
+            client(&mut t, fe::PARSE, b"\0select 1\0\0\0"),
+            ClientAction::Forward
+        );
         assert!(!t.at_rest());
         client(&mut t, fe::SYNC, b"");
         client(&mut t, fe::QUERY, b"select 2\0");
@@ -489,14 +520,21 @@ mod tests {
         )
         .expect("valid");
         rfq(&mut t, b'I', &mut vars);
-        assert_eq!(vars.get("work_mem"), None, "rolled back with the failed query");
+        assert_eq!(
+            vars.get("work_mem"),
+            None,
+            "rolled back with the failed query"
+        );
     }
 
     #[test]
     fn refused_query_injects_error_before_its_ready_for_query() {
         let mut t = Tracker::new(true, 100);
         let mut vars = SessionVars::default();
-        assert_eq!(client(&mut t, fe::QUERY, b"LISTEN jobs\0"), ClientAction::Refuse);
+        assert_eq!(
+            client(&mut t, fe::QUERY, b"LISTEN jobs\0"),
+            ClientAction::Refuse
+        );
         let inject = rfq(&mut t, b'I', &mut vars).expect("error injected");
         let fields = backend::error_fields(&inject[5..]).expect("error");
         assert_eq!(fields.code, "0A000");
@@ -506,24 +544,44 @@ mod tests {
     #[test]
     fn refused_parse_drops_the_rest_of_its_batch() {
         let mut t = Tracker::new(true, 100);
-        assert_eq!(client(&mut t, fe::PARSE, b"\0LISTEN x\0\0\0"), ClientAction::Refuse);
-        assert_eq!(client(&mut t, fe::BIND, b"\0s1\0\0\0\0\0\0"), ClientAction::Drop);
+        assert_eq!(
+            client(&mut t, fe::PARSE, b"\0LISTEN x\0\0\0"),
+            ClientAction::Refuse
+        );
+        assert_eq!(
+            client(&mut t, fe::BIND, b"\0s1\0\0\0\0\0\0"),
+            ClientAction::Drop
+        );
         assert_eq!(client(&mut t, fe::SYNC, b""), ClientAction::Drop);
-        assert_eq!(client(&mut t, fe::QUERY, b"select 1\0"), ClientAction::Forward);
+        assert_eq!(
+            client(&mut t, fe::QUERY, b"select 1\0"),
+            ClientAction::Forward
+        );
     }
 
     #[test]
     fn session_mode_refuses_nothing() {
         let mut t = Tracker::new(false, 100);
-        assert_eq!(client(&mut t, fe::QUERY, b"LISTEN jobs\0"), ClientAction::Forward);
-        assert_eq!(client(&mut t, fe::PARSE, b"s1\0select 1\0\0\0"), ClientAction::Forward);
+        assert_eq!(
+            client(&mut t, fe::QUERY, b"LISTEN jobs\0"),
+            ClientAction::Forward
+        );
+        assert_eq!(
+            client(&mut t, fe::PARSE, b"s1\0select 1\0\0\0"),
+            ClientAction::Forward
+        );
     }
 
     #[test]
     fn unknown_client_tag_is_a_protocol_error() {
         let mut t = Tracker::new(true, 100);
         assert!(t
-            .on_client_frame(b'?', b"", &mut BackendStatements::default(), &PoolStats::default())
+            .on_client_frame(
+                b'?',
+                b"",
+                &mut BackendStatements::default(),
+                &PoolStats::default()
+            )
             .is_err());
     }
 }

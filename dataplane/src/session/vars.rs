@@ -23,8 +23,10 @@ impl SessionVars {
         let mut vars = SessionVars::default();
         for (name, value) in params {
             let key = name.to_ascii_lowercase();
-            if matches!(key.as_str(), "user" | "database" | "replication" | "options")
-                || key.starts_with("_pq_.")
+            if matches!(
+                key.as_str(),
+                "user" | "database" | "replication" | "options"
+            ) || key.starts_with("_pq_.")
                 || (key == "client_encoding" && value.eq_ignore_ascii_case("UTF8"))
             {
                 continue;
@@ -97,10 +99,9 @@ fn reset_sql(key: &str) -> String {
 /// Quotes an identifier unless it is plainly safe (lower-case letters, digits, `_`, and `.` for
 /// custom-variable prefixes).
 pub fn quote_ident(s: &str) -> String {
-    let plain = s
-        .bytes()
-        .enumerate()
-        .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && (b.is_ascii_digit() || b == b'.')));
+    let plain = s.bytes().enumerate().all(|(i, b)| {
+        b.is_ascii_lowercase() || b == b'_' || (i > 0 && (b.is_ascii_digit() || b == b'.'))
+    });
     if plain && !s.is_empty() {
         s.to_owned()
     } else {
@@ -135,7 +136,10 @@ mod tests {
     #[test]
     fn startup_params_become_sets() {
         let v = SessionVars::from_startup([("application_name", "it's"), ("DateStyle", "ISO")]);
-        assert_eq!(v.get("application_name"), Some("SET application_name = 'it''s'"));
+        assert_eq!(
+            v.get("application_name"),
+            Some("SET application_name = 'it''s'")
+        );
         assert_eq!(v.get("datestyle"), Some("SET datestyle = 'ISO'"));
     }
 
