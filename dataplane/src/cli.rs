@@ -32,8 +32,8 @@ pub struct DemoArgs {
     /// Concurrent demo clients.
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
-    /// Transactions each client runs.
-    #[arg(long, default_value_t = 50)]
+    /// Units of work each client runs.
+    #[arg(long, default_value_t = 200)]
     pub transactions: usize,
     /// Backend pool size for the demo proxy (smaller than --clients, to show multiplexing).
     #[arg(long, default_value_t = 5)]

@@ -6,6 +6,7 @@
 //! when the test panics.
 
 pub mod fault;
+pub mod raw;
 pub mod tools;
 
 use std::net::SocketAddr;

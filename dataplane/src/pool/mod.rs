@@ -87,7 +87,14 @@ pub struct Pool {
     /// ParameterStatus values of the first connection, replayed to clients at login so logging in does not
     /// need a backend connection once the pool has one.
     server_params: Mutex<Option<ServerParams>>,
+    /// Backend statement names that some connection of this pool prepared successfully: a client Parse
+    /// of one of these can be answered without a backend (see `session::prepared`).
+    valid_statements: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Most statement names remembered per pool as known to prepare; the set is cleared when full (a
+/// forgotten statement only costs a round trip the next time).
+const MAX_VALID_STATEMENTS: usize = 10_000;
 
 impl Pool {
     fn new(key: PoolKey, config: PoolConfig, connect: ConnectOptions) -> Arc<Pool> {
@@ -99,6 +106,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
+            valid_statements: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -122,6 +130,26 @@ impl Pool {
     /// Server ParameterStatus values, if a connection has been made.
     pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Whether a statement with this backend name prepared successfully on this pool before.
+    pub fn statement_known_valid(&self, server_name: &str) -> bool {
+        self.valid_statements
+            .lock()
+            .map(|s| s.contains(server_name))
+            .unwrap_or(false)
+    }
+
+    /// Records statements that prepared successfully.
+    pub fn record_valid_statements(&self, names: impl Iterator<Item = String>) {
+        if let Ok(mut set) = self.valid_statements.lock() {
+            for n in names {
+                if set.len() >= MAX_VALID_STATEMENTS {
+                    set.clear();
+                }
+                set.insert(n);
+            }
+        }
     }
 
     /// Waits (FIFO, up to `queue_timeout`) for a slot, then hands out an idle connection or opens one.

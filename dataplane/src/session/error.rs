@@ -16,6 +16,8 @@ pub enum SessionError {
     Protocol(#[from] ProtocolError),
     #[error("client connection I/O failed")]
     ClientIo(#[source] std::io::Error),
+    #[error("client closed the connection while waiting for a backend")]
+    ClientGone,
     #[error("sorry, too many clients already: max_client_conn ({max}) reached")]
     TooManyClients { max: u32 },
     #[error("no PostgreSQL user name specified in startup packet")]
@@ -42,7 +44,7 @@ impl SessionError {
     /// Severity and SQLSTATE for the client, or `None` when the client cannot be told (it is gone).
     pub fn response(&self) -> Option<(&'static str, String)> {
         let (severity, code) = match self {
-            SessionError::ClientIo(_) => return None,
+            SessionError::ClientIo(_) | SessionError::ClientGone => return None,
             SessionError::Protocol(_) => ("FATAL", "08P01"),
             SessionError::TooManyClients { .. } => ("FATAL", "53300"),
             SessionError::NoUser => ("FATAL", "28000"),

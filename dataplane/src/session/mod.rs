@@ -9,6 +9,7 @@ mod cancel;
 mod client;
 mod error;
 mod handshake;
+mod local;
 mod prepared;
 mod relay;
 mod statement;
@@ -134,6 +135,29 @@ async fn login(
     })))
 }
 
+/// Checks out a backend, giving up if the client closes its connection while queued: its statement
+/// must not run after it left (nobody would see the result, and it may be a write).
+async fn checkout_unless_gone(
+    pool: &Arc<Pool>,
+    client: &ClientConn,
+) -> Result<PooledConn, SessionError> {
+    let checkout = pool.checkout();
+    tokio::pin!(checkout);
+    let mut probe = [0u8; 1];
+    let mut watch = true;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut checkout => return Ok(r?),
+            r = client.stream.peek(&mut probe), if watch => match r {
+                Ok(0) | Err(_) => return Err(SessionError::ClientGone),
+                // More pipelined input: the client is alive; only the checkout matters now.
+                Ok(_) => watch = false,
+            },
+        }
+    }
+}
+
 /// AuthenticationOk, protocol negotiation, ParameterStatus (the server's, with the client's own startup
 /// values where it sent them), the proxy's BackendKeyData, ReadyForQuery.
 fn answer_login(
@@ -200,8 +224,29 @@ impl Session {
         if tag == frontend::TERMINATE {
             return Ok(false);
         }
-        let mut server = match self.attach().await {
+        if !frontend::is_known_tag(tag) {
+            return Err(pgroute_protocol::ProtocolError::UnexpectedTag {
+                tag: tag as char,
+                context: "client message",
+            }
+            .into());
+        }
+        if self.held.is_none() && self.mode == PoolMode::Transaction && self.tracker.at_rest() {
+            let answered = match tag {
+                frontend::PARSE => {
+                    local::answer_known_parses(client, &mut self.tracker, &self.pool)?
+                }
+                frontend::CLOSE => local::answer_closes(client, &mut self.tracker)?,
+                _ => false,
+            };
+            if answered {
+                client.flush_out().await?;
+                return Ok(true);
+            }
+        }
+        let mut server = match self.attach(client).await {
             Ok(s) => s,
+            Err(SessionError::ClientGone) => return Ok(false),
             Err(err) => {
                 self.fail_batch(client, err).await?;
                 return Ok(true);
@@ -223,6 +268,10 @@ impl Session {
         )
         .await;
         self.cancel.set_target(None);
+        if self.tracker.has_confirmed() {
+            self.pool
+                .record_valid_statements(self.tracker.take_confirmed());
+        }
         match end {
             Ok(RelayEnd::AtRest { tail }) => {
                 self.detach(server);
@@ -251,10 +300,10 @@ impl Session {
     }
 
     /// The backend connection for the next batch, with this client's session variables applied.
-    async fn attach(&mut self) -> Result<PooledConn, SessionError> {
+    async fn attach(&mut self, client: &ClientConn) -> Result<PooledConn, SessionError> {
         let mut server = match self.held.take() {
             Some(s) => s,
-            None => self.pool.checkout().await?,
+            None => checkout_unless_gone(&self.pool, client).await?,
         };
         let conn = server.conn();
         if let Some(sql) = self.vars.sync_sql(&conn.applied) {

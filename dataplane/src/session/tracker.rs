@@ -95,6 +95,9 @@ pub(crate) struct Tracker {
     /// Most statements kept prepared per backend connection.
     max_prepared: usize,
     replacement: BytesMut,
+    /// Backend statements whose Parse completed since the pool last heard (see
+    /// [`Tracker::take_confirmed`]).
+    confirmed: Vec<String>,
 }
 
 impl Tracker {
@@ -114,6 +117,7 @@ impl Tracker {
             statements: ClientStatements::default(),
             max_prepared,
             replacement: BytesMut::new(),
+            confirmed: Vec::new(),
         }
     }
 
@@ -127,6 +131,30 @@ impl Tracker {
 
     pub(crate) fn status(&self) -> TxStatus {
         self.status
+    }
+
+    /// Backend statements confirmed prepared since the last call.
+    pub(crate) fn take_confirmed(&mut self) -> impl Iterator<Item = String> + '_ {
+        self.confirmed.drain(..)
+    }
+
+    pub(crate) fn has_confirmed(&self) -> bool {
+        !self.confirmed.is_empty()
+    }
+
+    /// Whether the client already has a statement of this name.
+    pub(crate) fn has_statement(&self, name: &str) -> bool {
+        self.statements.contains(name)
+    }
+
+    /// Forgets a client statement (a Close the proxy answered itself).
+    pub(crate) fn remove_statement(&mut self, name: &str) {
+        self.statements.remove(name);
+    }
+
+    /// Registers a statement whose Parse the proxy answered itself.
+    pub(crate) fn add_statement(&mut self, name: &str, stmt: Arc<Statement>) {
+        self.statements.insert(name, stmt);
     }
 
     /// The bytes to send for the last [`ClientAction::Replace`]; the buffer is reused.
@@ -382,6 +410,9 @@ impl Tracker {
         match tag {
             backend::PARSE_COMPLETE => {
                 if let Some(e) = self.parses.pop_front() {
+                    if let Some(name) = e.what.server_name {
+                        self.confirmed.push(name);
+                    }
                     if e.what.swallow {
                         return Ok(ServerAction::Drop);
                     }
