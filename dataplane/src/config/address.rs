@@ -2,11 +2,11 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A backend's `host:port`; the host may be a name resolved at connect time (Kubernetes Services).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BackendAddr {
     host: String,
     port: u16,
@@ -27,6 +27,12 @@ impl TryFrom<String> for BackendAddr {
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
+    }
+}
+
+impl From<BackendAddr> for String {
+    fn from(a: BackendAddr) -> String {
+        a.to_string()
     }
 }
 

@@ -10,7 +10,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use address::BackendAddr;
 
@@ -30,7 +30,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 /// The client-facing side.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address clients connect to. Default `127.0.0.1:6432` (the sidecar port). Restart to change.
@@ -80,7 +80,7 @@ impl Default for ServerConfig {
 }
 
 /// Where the databases are.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendsConfig {
     /// The primary, `host:port`. Required.
@@ -91,7 +91,7 @@ pub struct BackendsConfig {
 }
 
 /// How client sessions share backend connections.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A backend connection per transaction (default): the pooling that makes a small pool serve many
@@ -103,7 +103,7 @@ pub enum PoolMode {
 }
 
 /// Backend connection pools, one per (backend, database, user).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Default `transaction`. Applies to new clients on reload.
@@ -152,7 +152,7 @@ impl Default for PoolConfig {
 }
 
 /// How clients prove who they are.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthType {
     /// Anyone who can reach the listener may connect as any user (default: the sidecar listens on
@@ -167,7 +167,7 @@ pub enum AuthType {
 }
 
 /// Client authentication and the credentials used towards backends.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Default `trust`. Reloadable.

@@ -8,6 +8,42 @@ fn example_file_parses_and_validates() {
     assert_eq!(cfg.pool.mode, PoolMode::Transaction);
 }
 
+/// The example file is the configuration reference: it must show every key, each with the default
+/// the code uses (only `backends.primary` has no default and shows an example value).
+#[test]
+fn example_documents_every_key_with_its_default() {
+    let text = include_str!("../../../pgroute.example.toml");
+    let mut example = Config::parse(text).expect("example parses");
+    example.backends.primary = None;
+    assert_eq!(
+        example,
+        Config::default(),
+        "example values differ from the defaults"
+    );
+
+    let mut full = Config::default();
+    full.backends.primary = Some("127.0.0.1:5432".parse().expect("addr"));
+    full.server.metrics_listen = Some("127.0.0.1:9187".into());
+    full.auth.file = Some("userlist.txt".into());
+    let table = toml::Table::try_from(&full).expect("serializes");
+    for (section, value) in &table {
+        assert!(
+            text.contains(&format!("[{section}]")),
+            "section [{section}] missing"
+        );
+        let Some(keys) = value.as_table() else {
+            panic!("top-level key {section} is not a section");
+        };
+        for key in keys.keys() {
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{key} ")) || l.starts_with(&format!("{key}="))
+            });
+            assert!(documented, "{section}.{key} is not in pgroute.example.toml");
+        }
+    }
+}
+
 #[test]
 fn empty_file_gives_documented_defaults() {
     let cfg = Config::parse("").expect("parses");
