@@ -292,6 +292,10 @@ impl Session {
             }
             Err(RelayError::Client(e)) => Err(SessionError::ClientIo(e)),
             Err(RelayError::ClientProtocol(e)) => Err(SessionError::Protocol(e)),
+            Err(RelayError::Server(reason)) if self.tracker.server_sent_fatal() => {
+                tracing::info!(pool = ?self.pool.key(), %reason, "backend ended the session with FATAL; closing the client");
+                Ok(false)
+            }
             Err(RelayError::Server(reason)) => Err(SessionError::ServerLost {
                 backend: self.pool.key().backend.to_string(),
                 reason,

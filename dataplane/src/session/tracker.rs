@@ -98,6 +98,8 @@ pub(crate) struct Tracker {
     /// Backend statements whose Parse completed since the pool last heard (see
     /// [`Tracker::take_confirmed`]).
     confirmed: Vec<String>,
+    /// The backend sent a FATAL error: it is about to close, and the client has been told why.
+    server_fatal: bool,
 }
 
 impl Tracker {
@@ -118,6 +120,7 @@ impl Tracker {
             max_prepared,
             replacement: BytesMut::new(),
             confirmed: Vec::new(),
+            server_fatal: false,
         }
     }
 
@@ -131,6 +134,11 @@ impl Tracker {
 
     pub(crate) fn status(&self) -> TxStatus {
         self.status
+    }
+
+    /// Whether the backend announced its own end with a FATAL error (forwarded to the client).
+    pub(crate) fn server_sent_fatal(&self) -> bool {
+        self.server_fatal
     }
 
     /// Backend statements confirmed prepared since the last call.
@@ -443,7 +451,16 @@ impl Tracker {
                     return Ok(ServerAction::InjectBefore(bytes));
                 }
             }
-            backend::ERROR_RESPONSE => self.failed = true,
+            backend::ERROR_RESPONSE => {
+                self.failed = true;
+                // A FATAL from the server (e.g. pg_terminate_backend) is the client's explanation of
+                // the close that follows; the proxy then need not add one of its own.
+                if backend::error_fields(body)
+                    .is_ok_and(|f| f.severity == "FATAL" || f.severity == "PANIC")
+                {
+                    self.server_fatal = true;
+                }
+            }
             _ => {}
         }
         Ok(ServerAction::Forward)
