@@ -46,7 +46,9 @@ fn close_idle(pool: &Pool) {
 }
 
 async fn fill_min_idle(pool: &Pool) {
-    while pool.stats.open.load(Ordering::Relaxed) < pool.config.min_idle {
+    while pool.stats.open.load(Ordering::Relaxed) + pool.stats.connecting.load(Ordering::Relaxed)
+        < pool.config.min_idle
+    {
         let Ok(permit) = pool.permits.clone().try_acquire_owned() else {
             return;
         };

@@ -71,6 +71,9 @@ pub struct PoolStats {
     pub queries: AtomicU64,
     /// Connections opened since start.
     pub connects: AtomicU64,
+    /// Connections being opened right now (counted so `min_idle` upkeep and clients do not both open
+    /// the same missing connection).
+    pub connecting: AtomicU32,
 }
 
 /// One pool of backend connections.
@@ -203,13 +206,15 @@ impl Pool {
     }
 
     async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
+        self.stats.connecting.fetch_add(1, Ordering::Relaxed);
         let conn = Box::pin(connect::connect(
             &self.key,
             &self.connect,
             self.config.server_connect_timeout,
         ))
-        .await
-        .map_err(|source| PoolError::Connect {
+        .await;
+        self.stats.connecting.fetch_sub(1, Ordering::Relaxed);
+        let conn = conn.map_err(|source| PoolError::Connect {
             backend: self.key.backend.clone(),
             source,
         })?;

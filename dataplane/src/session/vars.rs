@@ -34,6 +34,8 @@ impl SessionVars {
             let stmt = format!("SET {} = {}", quote_ident(&key), quote_literal(value));
             vars.set(key, stmt);
         }
+        // Held by every idle client for its whole life: no spare capacity.
+        vars.entries.shrink_to_fit();
         vars
     }
 

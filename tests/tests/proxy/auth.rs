@@ -73,8 +73,7 @@ async fn scram_and_md5_clients_are_checked_against_the_auth_file() -> anyhow::Re
         );
         let err = login(&stack, "postgres", "wrong")
             .await
-            .err()
-            .expect("wrong password refused");
+            .expect_err("wrong password refused");
         assert_eq!(
             err.code(),
             Some(&SqlState::INVALID_PASSWORD),
@@ -82,8 +81,7 @@ async fn scram_and_md5_clients_are_checked_against_the_auth_file() -> anyhow::Re
         );
         let err = login(&stack, "nobody", good)
             .await
-            .err()
-            .expect("unknown user refused");
+            .expect_err("unknown user refused");
         assert_eq!(
             err.code(),
             Some(&SqlState::INVALID_PASSWORD),

@@ -5,122 +5,18 @@
 //! would report, then a closed socket) and that a well-behaved client connected before the abuse, and
 //! one connecting after it, are served as if nothing happened.
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::{Buf, Bytes, BytesMut};
-use pgroute_protocol::backend::{error_fields, ErrorFields};
-use pgroute_protocol::{frontend, startup};
+use bytes::BytesMut;
+use pgroute_protocol::startup;
+use pgroute_tests::raw::RawClient;
 use pgroute_tests::Stack;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// How long anything in these tests may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(5);
-
-/// A client speaking the wire protocol byte by byte, so it can say things no driver would.
-pub(crate) struct RawClient {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-/// What the proxy did next.
-#[derive(Debug)]
-pub(crate) enum Event {
-    Message(u8, Bytes),
-    /// End of stream or connection reset: the proxy closed the socket.
-    Closed,
-}
-
-impl RawClient {
-    pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<RawClient> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(RawClient {
-            stream,
-            buf: BytesMut::new(),
-        })
-    }
-
-    /// Connects and logs in as postgres/postgres, reading up to ReadyForQuery.
-    pub(crate) async fn login(addr: SocketAddr) -> anyhow::Result<RawClient> {
-        let mut client = RawClient::connect(addr).await?;
-        let mut out = BytesMut::new();
-        startup::startup_message(&mut out, &[("user", "postgres"), ("database", "postgres")]);
-        client.send(&out).await?;
-        loop {
-            match client.next().await? {
-                Event::Message(b'Z', _) => return Ok(client),
-                Event::Message(b'E', body) => bail!("login refused: {:?}", error_fields(&body)),
-                Event::Message(..) => {}
-                Event::Closed => bail!("closed during login"),
-            }
-        }
-    }
-
-    /// Writes bytes; a proxy that already closed may make this fail, which callers usually ignore.
-    pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
-    }
-
-    /// A simple Query message.
-    pub(crate) async fn query(&mut self, sql: &str) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        frontend::query(&mut out, sql);
-        self.send(&out).await
-    }
-
-    /// The next backend message, or `Closed`; fails after [`HANG`].
-    pub(crate) async fn next(&mut self) -> anyhow::Result<Event> {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-                let total = len as usize + 1;
-                anyhow::ensure!(len >= 4, "proxy sent a bad length {len}");
-                if self.buf.len() >= total {
-                    let tag = self.buf[0];
-                    let mut frame = self.buf.split_to(total).freeze();
-                    frame.advance(5);
-                    return Ok(Event::Message(tag, frame));
-                }
-            }
-            self.buf.reserve(8192);
-            match timeout(HANG, self.stream.read_buf(&mut self.buf))
-                .await
-                .context("no answer and no close from the proxy")?
-            {
-                Ok(0) | Err(_) if self.buf.is_empty() => return Ok(Event::Closed),
-                Ok(0) | Err(_) => bail!("closed mid-message: {:?}", self.buf),
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Reads until the proxy closes the socket and returns the errors it sent on the way (other messages
-    /// are skipped).
-    pub(crate) async fn errors_until_closed(&mut self) -> anyhow::Result<Vec<ErrorFields>> {
-        let mut errors = Vec::new();
-        loop {
-            match self.next().await? {
-                Event::Closed => return Ok(errors),
-                Event::Message(b'E', body) => errors.push(error_fields(&body)?),
-                Event::Message(..) => {}
-            }
-        }
-    }
-
-    /// Expects exactly one FATAL ErrorResponse with `code`, then a closed socket; returns its message.
-    pub(crate) async fn expect_fatal(&mut self, code: &str) -> anyhow::Result<String> {
-        let errors = self.errors_until_closed().await?;
-        match errors.as_slice() {
-            [e] if e.severity == "FATAL" && e.code == code => Ok(e.message.clone()),
-            other => bail!("expected one FATAL {code} then close, got {other:?}"),
-        }
-    }
-}
 
 /// A well-behaved client connected before the abuse; [`Bystander::check`] proves it and a newcomer are
 /// still served.
@@ -174,7 +70,8 @@ async fn http_request_instead_of_startup_is_refused() -> anyhow::Result<()> {
     let stack = Stack::start(0, |_| {}).await?;
     let bystander = Bystander::join(&stack).await?;
     let mut raw = RawClient::connect(stack.addr()).await?;
-    raw.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    raw.raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .flush()
         .await?;
     let errors = raw.errors_until_closed().await?;
     for e in &errors {
@@ -190,7 +87,7 @@ async fn startup_packet_over_the_limit_is_refused() -> anyhow::Result<()> {
     let bystander = Bystander::join(&stack).await?;
     // Only the length is sent: the proxy must refuse before waiting for 10 kB it will never get.
     let mut raw = RawClient::connect(stack.addr()).await?;
-    raw.send(&10_001u32.to_be_bytes()).await?;
+    raw.raw(&10_001u32.to_be_bytes()).flush().await?;
     let message = raw.expect_fatal("08P01").await?;
     assert!(
         message.contains("10001") && message.contains("10000"),
@@ -198,7 +95,7 @@ async fn startup_packet_over_the_limit_is_refused() -> anyhow::Result<()> {
     );
     // Too short to hold even a protocol version.
     let mut raw = RawClient::connect(stack.addr()).await?;
-    raw.send(&4u32.to_be_bytes()).await?;
+    raw.raw(&4u32.to_be_bytes()).flush().await?;
     raw.expect_fatal("08P01").await?;
     bystander.check(&stack).await
 }
@@ -214,7 +111,7 @@ async fn protocol_version_2_is_refused() -> anyhow::Result<()> {
     packet.extend_from_slice(&0x0002_0000u32.to_be_bytes());
     packet.extend_from_slice(b"postgres");
     packet.resize(296, 0);
-    raw.send(&packet).await?;
+    raw.raw(&packet).flush().await?;
     let message = raw.expect_fatal("08P01").await?;
     assert!(
         message.contains("unsupported frontend protocol 2.0"),
@@ -231,7 +128,7 @@ async fn message_over_max_message_size_is_refused() -> anyhow::Result<()> {
     // The header alone: the proxy must refuse on the length, not buffer 100 kB first.
     let mut header = vec![b'Q'];
     header.extend_from_slice(&100_000u32.to_be_bytes());
-    raw.send(&header).await?;
+    raw.raw(&header).flush().await?;
     let message = raw.expect_fatal("08P01").await?;
     assert!(
         message.contains("exceeds the maximum of 65536 bytes"),
@@ -250,7 +147,7 @@ async fn unknown_message_type_is_refused() -> anyhow::Result<()> {
     let stack = Stack::start(0, |_| {}).await?;
     let bystander = Bystander::join(&stack).await?;
     let mut raw = RawClient::login(stack.addr()).await?;
-    raw.send(&[b'?', 0, 0, 0, 4]).await?;
+    raw.raw(&[b'?', 0, 0, 0, 4]).flush().await?;
     let message = raw.expect_fatal("08P01").await?;
     assert!(message.contains("unexpected message type"), "{message}");
     bystander.check(&stack).await
@@ -261,7 +158,7 @@ async fn message_length_below_four_is_refused() -> anyhow::Result<()> {
     let stack = Stack::start(0, |_| {}).await?;
     let bystander = Bystander::join(&stack).await?;
     let mut raw = RawClient::login(stack.addr()).await?;
-    raw.send(&[b'Q', 0, 0, 0, 2]).await?;
+    raw.raw(&[b'Q', 0, 0, 0, 2]).flush().await?;
     let message = raw.expect_fatal("08P01").await?;
     assert!(message.contains("below the minimum"), "{message}");
     bystander.check(&stack).await
@@ -281,11 +178,11 @@ async fn stalled_logins_time_out_and_vanished_ones_are_forgotten() -> anyhow::Re
         &[("user", "postgres"), ("database", "postgres")],
     );
     let mut vanished = RawClient::connect(stack.addr()).await?;
-    vanished.send(&startup[..startup.len() / 2]).await?;
+    vanished.raw(&startup[..startup.len() / 2]).flush().await?;
     drop(vanished);
     // Half a startup packet, then silence; and a client that never says anything.
     let mut half = RawClient::connect(stack.addr()).await?;
-    half.send(&startup[..startup.len() / 2]).await?;
+    half.raw(&startup[..startup.len() / 2]).flush().await?;
     let mut silent = RawClient::connect(stack.addr()).await?;
     let started = Instant::now();
     for client in [&mut half, &mut silent] {
@@ -311,7 +208,10 @@ async fn client_gone_mid_query_does_not_block_the_pool() -> anyhow::Result<()> {
     let bystander = Bystander::join(&stack).await?;
     let direct = stack.connect_direct().await?;
     let mut quitter = RawClient::login(stack.addr()).await?;
-    quitter.query("select pg_sleep(5) /* quitter */").await?;
+    quitter
+        .query("select pg_sleep(5) /* quitter */")
+        .flush()
+        .await?;
     // Wait until the query really runs on a backend, then vanish without a Terminate.
     let sleeper = wait_for_sleeper(&direct).await?;
     drop(quitter);
@@ -447,7 +347,10 @@ async fn client_gone_while_queued_does_not_run_its_statement_later() -> anyhow::
     let holder = stack.connect().await?;
     holder.batch_execute("begin; select 1").await?;
     let mut quitter = RawClient::login(stack.addr()).await?;
-    quitter.query("insert into queued values (1)").await?;
+    quitter
+        .query("insert into queued values (1)")
+        .flush()
+        .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(quitter);
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use pgroute_tests::raw::{tags, RawClient};
 use pgroute_tests::Stack;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -59,7 +60,6 @@ async fn describe_reports_types_of_a_reprepared_statement() -> anyhow::Result<()
 
 #[tokio::test]
 async fn named_statement_protocol_answers_match_postgres() -> anyhow::Result<()> {
-    use pgroute_tests::raw::{tags, RawClient};
     let stack = Stack::start(0, one_pool(1)).await?;
     let mut c = RawClient::login(stack.addr()).await?;
     // Prepare, describe, execute, in one pipeline with two syncs.
@@ -244,7 +244,6 @@ async fn cancel_reaches_the_backend_running_the_query() -> anyhow::Result<()> {
 /// synchronously from one thread for many connections).
 #[tokio::test]
 async fn known_statement_parse_needs_no_free_backend() -> anyhow::Result<()> {
-    use pgroute_tests::raw::{tags, RawClient};
     let stack = Stack::start(0, |c| {
         c.pool.pool_size = std::num::NonZeroU32::MIN;
         c.pool.queue_timeout = Duration::from_millis(500);

@@ -1,8 +1,10 @@
 //! Integration tests: real PostgreSQL, real clients, pgroute in between.
 
+mod auth;
 mod bad_input;
 mod basic;
 mod clients;
 mod faults;
+mod pool_timers;
 mod pooling;
 mod tools;
