@@ -22,6 +22,12 @@ pub enum SessionError {
     TooManyClients { max: u32 },
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
+    #[error("{0}")]
+    StartupParameter(String),
+    #[error(
+        "replication connections are not supported through pgroute; connect to the server directly"
+    )]
+    Replication,
     #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
     #[error("login did not complete within client_login_timeout ({0:?})")]
@@ -48,6 +54,8 @@ impl SessionError {
             SessionError::Protocol(_) => ("FATAL", "08P01"),
             SessionError::TooManyClients { .. } => ("FATAL", "53300"),
             SessionError::NoUser => ("FATAL", "28000"),
+            SessionError::StartupParameter(_) => ("FATAL", "08P01"),
+            SessionError::Replication => ("FATAL", "0A000"),
             SessionError::AuthFailed { .. } => ("FATAL", "28P01"),
             SessionError::LoginTimeout(_) => ("FATAL", "08P01"),
             SessionError::Pool(PoolError::QueueTimeout { .. }) => ("ERROR", "53300"),

@@ -90,6 +90,17 @@ async fn login(
         Opening::Gone => return Ok(None),
     };
     let slot = proxy.admit()?;
+    if params.get("replication").is_some_and(|r| {
+        !matches!(
+            r.to_ascii_lowercase().as_str(),
+            "false" | "off" | "no" | "0"
+        )
+    }) {
+        return Err(SessionError::Replication);
+    }
+    let vars =
+        SessionVars::from_startup(params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(SessionError::StartupParameter)?;
     let user = params
         .get("user")
         .filter(|u| !u.is_empty())
@@ -122,9 +133,7 @@ async fn login(
         proxy: proxy.clone(),
         pool,
         mode,
-        vars: SessionVars::from_startup(
-            params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        ),
+        vars,
         tracker: Tracker::new(
             mode == PoolMode::Transaction,
             config.pool.max_prepared_statements,

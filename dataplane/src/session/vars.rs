@@ -18,25 +18,38 @@ pub struct SessionVars {
 
 impl SessionVars {
     /// Startup parameters a client sent, as variables (the server connection was opened with
-    /// `client_encoding=UTF8`, so that value needs no replay).
-    pub fn from_startup<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> SessionVars {
+    /// `client_encoding=UTF8`, so that value needs no replay). Settings inside `options`
+    /// (`-c name=value`, `--name=value`, as libpq's PGOPTIONS sends them) count too; any other
+    /// command-line option there is refused, because a setting silently dropped is worse than an error.
+    pub fn from_startup<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<SessionVars, String> {
         let mut vars = SessionVars::default();
         for (name, value) in params {
             let key = name.to_ascii_lowercase();
-            if matches!(
-                key.as_str(),
-                "user" | "database" | "replication" | "options"
-            ) || key.starts_with("_pq_.")
+            if key == "options" {
+                for (k, v) in parse_options(value)? {
+                    vars.set_value(&k, &v);
+                }
+                continue;
+            }
+            if matches!(key.as_str(), "user" | "database" | "replication")
+                || key.starts_with("_pq_.")
                 || (key == "client_encoding" && value.eq_ignore_ascii_case("UTF8"))
             {
                 continue;
             }
-            let stmt = format!("SET {} = {}", quote_ident(&key), quote_literal(value));
-            vars.set(key, stmt);
+            vars.set_value(&key, value);
         }
         // Held by every idle client for its whole life: no spare capacity.
         vars.entries.shrink_to_fit();
-        vars
+        Ok(vars)
+    }
+
+    fn set_value(&mut self, name: &str, value: &str) {
+        let key = name.to_ascii_lowercase();
+        let stmt = format!("SET {} = {}", quote_ident(&key), quote_literal(value));
+        self.set(key, stmt);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,6 +103,53 @@ impl SessionVars {
     }
 }
 
+/// Splits PostgreSQL's `options` startup parameter (whitespace-separated, `\` escapes the next
+/// character) into `-c name=value` / `--name=value` settings.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let setting = if w == "-c" {
+            it.next()
+                .ok_or_else(|| "startup option -c needs name=value".to_owned())?
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            rest.to_owned()
+        } else if let Some(rest) = w.strip_prefix("--") {
+            rest.to_owned()
+        } else {
+            return Err(format!(
+                "unsupported startup option `{w}` (pgroute supports -c name=value and --name=value)"
+            ));
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("startup option `{setting}` is not name=value"))?;
+        settings.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(settings)
+}
+
 fn reset_sql(key: &str) -> String {
     match key {
         "session_authorization" => "RESET SESSION AUTHORIZATION".into(),
@@ -130,14 +190,16 @@ mod tests {
 
     #[test]
     fn equal_sets_need_no_sync() {
-        let a = SessionVars::from_startup([("user", "u"), ("client_encoding", "UTF8")]);
+        let a =
+            SessionVars::from_startup([("user", "u"), ("client_encoding", "UTF8")]).expect("valid");
         assert!(a.is_empty());
         assert_eq!(a.sync_sql(&SessionVars::default()), None);
     }
 
     #[test]
     fn startup_params_become_sets() {
-        let v = SessionVars::from_startup([("application_name", "it's"), ("DateStyle", "ISO")]);
+        let v = SessionVars::from_startup([("application_name", "it's"), ("DateStyle", "ISO")])
+            .expect("valid");
         assert_eq!(
             v.get("application_name"),
             Some("SET application_name = 'it''s'")
@@ -157,6 +219,23 @@ mod tests {
             wanted.sync_sql(&previous).as_deref(),
             Some("RESET search_path; SET TIME ZONE 'UTC'; ")
         );
+    }
+
+    #[test]
+    fn options_settings_become_sets_and_other_options_are_refused() {
+        let v = SessionVars::from_startup([(
+            "options",
+            "-c statement_timeout=5s --search-path=app\\ schema -cwork_mem=1MB",
+        )])
+        .expect("valid");
+        assert_eq!(
+            v.get("statement_timeout"),
+            Some("SET statement_timeout = '5s'")
+        );
+        assert_eq!(v.get("search_path"), Some("SET search_path = 'app schema'"));
+        assert_eq!(v.get("work_mem"), Some("SET work_mem = '1MB'"));
+        let err = SessionVars::from_startup([("options", "-B 100")]).expect_err("refused");
+        assert!(err.contains("-B"), "{err}");
     }
 
     #[test]

@@ -220,3 +220,42 @@ async fn protocol_minor_version_and_options_are_negotiated_down() -> anyhow::Res
     assert!(got.windows(18).any(|w| w == b"_pq_.future_option"));
     Ok(())
 }
+
+/// `options` in the startup packet (PGOPTIONS) are session settings like any other: applied for this
+/// client only. Options that are not settings, and replication connections, are refused at login.
+#[tokio::test]
+async fn startup_options_apply_to_their_client_only() -> anyhow::Result<()> {
+    let stack = Stack::start(0, |c| c.pool.pool_size = NonZeroU32::MIN).await?;
+    let conninfo = format!(
+        "{} options='-c statement_timeout=4321 --work-mem=3MB'",
+        stack.conninfo()
+    );
+    let (a, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let b = stack.connect().await?;
+    assert_eq!(show(&a, "statement_timeout").await?, "4321ms");
+    assert_eq!(show(&a, "work_mem").await?, "3MB");
+    assert_ne!(show(&b, "statement_timeout").await?, "4321ms");
+    assert_ne!(show(&b, "work_mem").await?, "3MB");
+
+    let mut raw = RawClient::connect(stack.addr()).await?;
+    raw.startup(&[
+        ("user", "postgres"),
+        ("database", "postgres"),
+        ("options", "-B 100"),
+    ]);
+    raw.flush().await?;
+    let msg = raw.expect_fatal("08P01").await?;
+    assert!(msg.contains("-B"), "{msg}");
+
+    let mut raw = RawClient::connect(stack.addr()).await?;
+    raw.startup(&[
+        ("user", "postgres"),
+        ("database", "postgres"),
+        ("replication", "database"),
+    ]);
+    raw.flush().await?;
+    let msg = raw.expect_fatal("0A000").await?;
+    assert!(msg.contains("replication"), "{msg}");
+    Ok(())
+}
