@@ -48,17 +48,13 @@ impl ClientConn {
         }
     }
 
-    /// Waits until the client has something to say (or has closed). With nothing buffered, the buffers
-    /// are freed first, so an idle client holds no buffer memory.
-    pub(crate) async fn wait_readable(&mut self) -> Result<(), SessionError> {
-        if self.reader.buffered() > 0 {
-            return Ok(());
-        }
+    /// Frees the read and write buffers when nothing is buffered, so an idle client holds no buffer
+    /// memory.
+    pub(crate) fn release_buffers(&mut self) {
         self.reader.release_if_empty();
-        if self.out.capacity() > 0 {
+        if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = BytesMut::new();
         }
-        self.stream.readable().await.map_err(SessionError::ClientIo)
     }
 
     /// Waits until a whole frame is buffered and returns its tag without consuming it.

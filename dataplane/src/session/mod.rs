@@ -39,23 +39,70 @@ use tracker::Tracker;
 
 /// Serves one client connection to the end. Never panics on client input; every failure the client can
 /// still hear about is sent as an ErrorResponse.
+///
+/// Everything but the idle wait runs in boxed futures, so while a logged-in client says nothing its
+/// task holds a pointer and the socket's readiness future, not the largest state login or a
+/// transaction could need: thousands of idle clients are the normal case for a pooler.
 pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
-    let mut client = Box::new(ClientConn::new(
-        stream,
-        proxy.config().server.max_message_size,
-    ));
-    // Boxed futures here and in `Session` keep an idle client's task small: while it waits for the
-    // client to speak, the task holds only pointers and the readiness future, not the largest state
-    // that login or a transaction could need. Thousands of idle clients are normal for a pooler.
-    let result = match Box::pin(login_within_timeout(&mut client, &proxy)).await {
-        Ok(Some(mut session)) => session.serve(&mut client).await,
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
+    let Some(mut conn) = Box::pin(open(stream, proxy)).await else {
+        return;
     };
-    if let Err(err) = result {
-        tracing::debug!(?peer, error = %err, "client session ended with an error");
+    let ended = loop {
+        if conn.client.reader.buffered() == 0 {
+            if let Err(e) = conn.client.stream.readable().await {
+                break Err(SessionError::ClientIo(e));
+            }
+        }
+        let c = &mut *conn;
+        match Box::pin(c.session.step(&mut c.client)).await {
+            Ok(true) => c.client.release_buffers(),
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    Box::pin(conn.close(ended)).await;
+}
+
+/// A logged-in client and its session, allocated together.
+struct Connection {
+    client: ClientConn,
+    session: Session,
+}
+
+impl Connection {
+    /// Ends the session: resets a held backend connection (session mode), tells the client why if it
+    /// can still hear it, closes the socket.
+    async fn close(mut self: Box<Self>, ended: Result<(), SessionError>) {
+        if let Some(server) = self.session.held.take() {
+            self.session.reset_and_release(server).await;
+        }
+        finish(&mut self.client, ended).await;
+    }
+}
+
+/// Logs the client in; on failure tells it why and closes, returning `None`.
+async fn open(stream: TcpStream, proxy: Arc<Proxy>) -> Option<Box<Connection>> {
+    let _ = stream.set_nodelay(true);
+    let mut client = ClientConn::new(stream, proxy.config().server.max_message_size);
+    match login_within_timeout(&mut client, &proxy).await {
+        Ok(Some(session)) => {
+            client.release_buffers();
+            Some(Box::new(Connection { client, session }))
+        }
+        Ok(None) => {
+            finish(&mut client, Ok(())).await;
+            None
+        }
+        Err(e) => {
+            finish(&mut client, Err(e)).await;
+            None
+        }
+    }
+}
+
+async fn finish(client: &mut ClientConn, ended: Result<(), SessionError>) {
+    if let Err(err) = ended {
+        tracing::debug!(peer = ?client.stream.peer_addr().ok(), error = %err, "client session ended with an error");
         client.out.clear();
         client.queue_error(&err);
         let _ = client.flush_out().await;
@@ -66,7 +113,7 @@ pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
 async fn login_within_timeout(
     client: &mut ClientConn,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Box<Session>>, SessionError> {
+) -> Result<Option<Session>, SessionError> {
     let timeout = proxy.config().server.client_login_timeout;
     match tokio::time::timeout(timeout, login(client, proxy)).await {
         Ok(r) => r,
@@ -79,7 +126,7 @@ async fn login_within_timeout(
 async fn login(
     client: &mut ClientConn,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Box<Session>>, SessionError> {
+) -> Result<Option<Session>, SessionError> {
     let config = proxy.config();
     let params = match handshake::opening(client, config.server.max_startup_packet).await? {
         Opening::Startup(p) => p,
@@ -129,7 +176,7 @@ async fn login(
     answer_login(client, &params, &server_params, &cancel);
     client.flush_out().await?;
     let mode = config.pool.mode;
-    Ok(Some(Box::new(Session {
+    Ok(Some(Session {
         proxy: proxy.clone(),
         pool,
         mode,
@@ -141,7 +188,7 @@ async fn login(
         cancel,
         held: None,
         _slot: slot,
-    })))
+    }))
 }
 
 /// Checks out a backend, giving up if the client closes its connection while queued: its statement
@@ -206,24 +253,6 @@ struct Session {
 }
 
 impl Session {
-    /// Idle wait, then one step per transaction (or one for the whole session in session mode).
-    async fn serve(&mut self, client: &mut ClientConn) -> Result<(), SessionError> {
-        let result = loop {
-            if let Err(e) = client.wait_readable().await {
-                break Err(e);
-            }
-            match Box::pin(self.step(client)).await {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        if let Some(server) = self.held.take() {
-            Box::pin(self.reset_and_release(server)).await;
-        }
-        result
-    }
-
     /// Serves the client's next batch: attach a backend, relay until it is at rest (transaction mode)
     /// or the client leaves, detach. `false` when the client is gone.
     async fn step(&mut self, client: &mut ClientConn) -> Result<bool, SessionError> {
