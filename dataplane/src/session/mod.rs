@@ -42,7 +42,9 @@ use tracker::Tracker;
 ///
 /// Everything but the idle wait runs in boxed futures, so while a logged-in client says nothing its
 /// task holds a pointer and the socket's readiness future, not the largest state login or a
-/// transaction could need: thousands of idle clients are the normal case for a pooler.
+/// transaction could need: thousands of idle clients are the normal case for a pooler. The price is
+/// paid per transaction, not per message: one allocation for the step's future and the read buffer
+/// taken again when the client next speaks; within a transaction buffers are reused.
 pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
     let Some(mut conn) = Box::pin(open(stream, proxy)).await else {
         return;

@@ -48,9 +48,16 @@ pub(crate) async fn run(
     stats: &PoolStats,
     release_at_rest: bool,
 ) -> Result<RelayEnd, RelayError> {
-    let (mut to_server, terminated) =
-        client_batch(&mut client.reader, tracker, &mut server.prepared, stats)
-            .map_err(RelayError::ClientProtocol)?;
+    let mut to_server_scratch = BytesMut::new();
+    let mut to_client_scratch = BytesMut::new();
+    let (mut to_server, terminated) = client_batch(
+        &mut client.reader,
+        tracker,
+        &mut server.prepared,
+        stats,
+        &mut to_server_scratch,
+    )
+    .map_err(RelayError::ClientProtocol)?;
     if terminated {
         return Ok(RelayEnd::ClientGone {
             clean: to_server.is_none() && tracker.at_rest(),
@@ -81,7 +88,7 @@ pub(crate) async fn run(
                 if n == 0 {
                     return Err(RelayError::Server("the server closed the connection".into()));
                 }
-                to_client = server_batch(&mut server.reader, tracker, vars, &mut server.prepared)
+                to_client = server_batch(&mut server.reader, tracker, vars, &mut server.prepared, &mut to_client_scratch)
                     .map_err(|e| RelayError::Server(format!("protocol error: {e}")))?;
                 if release_at_rest && tracker.at_rest() && to_server.is_none() {
                     return Ok(RelayEnd::AtRest { tail: to_client });
@@ -92,7 +99,7 @@ pub(crate) async fn run(
                     return Ok(RelayEnd::ClientGone { clean: tracker.at_rest() });
                 }
                 let (batch, terminated) =
-                    client_batch(&mut client.reader, tracker, &mut server.prepared, stats)
+                    client_batch(&mut client.reader, tracker, &mut server.prepared, stats, &mut to_server_scratch)
                     .map_err(RelayError::ClientProtocol)?;
                 if terminated {
                     return Ok(RelayEnd::ClientGone { clean: batch.is_none() && tracker.at_rest() });
@@ -116,6 +123,48 @@ fn advance(pending: &mut Option<Bytes>, n: usize) {
     }
 }
 
+/// A batch being rewritten into a scratch buffer that lives for the whole attached period: after the
+/// first rewrite, later ones reuse its allocation (the previous batch has been written and dropped by
+/// then), so renaming every Bind of a prepared-statement workload allocates nothing per message.
+struct Rebuild<'a> {
+    scratch: &'a mut BytesMut,
+    active: bool,
+}
+
+impl<'a> Rebuild<'a> {
+    fn new(scratch: &'a mut BytesMut) -> Rebuild<'a> {
+        scratch.clear();
+        Rebuild {
+            scratch,
+            active: false,
+        }
+    }
+
+    /// Starts rewriting (copying the untouched prefix once) and returns the buffer to append to.
+    fn start(&mut self, prefix: &[u8]) -> &mut BytesMut {
+        if !self.active {
+            self.active = true;
+            self.scratch.extend_from_slice(prefix);
+        }
+        self.scratch
+    }
+
+    fn push(&mut self, frame: &[u8]) {
+        if self.active {
+            self.scratch.extend_from_slice(frame);
+        }
+    }
+
+    /// The rewritten batch, or `taken` when nothing was rewritten.
+    fn finish(self, taken: Bytes) -> Bytes {
+        if self.active {
+            self.scratch.split().freeze()
+        } else {
+            taken
+        }
+    }
+}
+
 /// Takes every whole client frame buffered, applying the tracker's decisions. Returns the bytes for the
 /// backend and whether the client sent Terminate.
 fn client_batch(
@@ -123,36 +172,29 @@ fn client_batch(
     tracker: &mut Tracker,
     backend: &mut BackendStatements,
     stats: &PoolStats,
+    scratch: &mut BytesMut,
 ) -> Result<(Option<Bytes>, bool), ProtocolError> {
     let max = reader.max_message_size();
     let buf = reader.buffer();
     let mut end = 0;
-    let mut rebuilt: Option<BytesMut> = None;
+    let mut out = Rebuild::new(scratch);
     let mut terminated = false;
     while let Some(len) = tagged_frame_len(&buf[end..], max)? {
         let frame = &buf[end..end + len];
-        let action = tracker.on_client_frame(frame[0], &frame[5..], backend, stats)?;
-        match action {
+        match tracker.on_client_frame(frame[0], &frame[5..], backend, stats)? {
+            ClientAction::Forward => out.push(frame),
             ClientAction::Replace => {
-                rebuilt
-                    .get_or_insert_with(|| BytesMut::from(&buf[..end]))
+                out.start(&buf[..end])
                     .extend_from_slice(tracker.take_replacement());
             }
-            ClientAction::Forward => {
-                if let Some(r) = rebuilt.as_mut() {
-                    r.extend_from_slice(frame);
-                }
-            }
             ClientAction::Drop => {
-                rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+                out.start(&buf[..end]);
             }
             ClientAction::Refuse => {
-                rebuilt
-                    .get_or_insert_with(|| BytesMut::from(&buf[..end]))
-                    .extend_from_slice(&SYNC_MESSAGE);
+                out.start(&buf[..end]).extend_from_slice(&SYNC_MESSAGE);
             }
             ClientAction::Terminate => {
-                rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+                out.start(&buf[..end]);
                 end += len;
                 terminated = true;
                 break;
@@ -161,10 +203,7 @@ fn client_batch(
         end += len;
     }
     let taken = reader.split(end);
-    let batch = match rebuilt {
-        Some(r) => r.freeze(),
-        None => taken,
-    };
+    let batch = out.finish(taken);
     Ok(((!batch.is_empty()).then_some(batch), terminated))
 }
 
@@ -174,28 +213,26 @@ fn server_batch(
     tracker: &mut Tracker,
     vars: &mut SessionVars,
     backend: &mut BackendStatements,
+    scratch: &mut BytesMut,
 ) -> Result<Option<Bytes>, ProtocolError> {
     let max = reader.max_message_size();
     let buf = reader.buffer();
     let mut end = 0;
-    let mut rebuilt: Option<BytesMut> = None;
+    let mut out = Rebuild::new(scratch);
     while let Some(len) = tagged_frame_len(&buf[end..], max)? {
         let frame = &buf[end..end + len];
-        let action = tracker.on_server_frame(frame[0], &frame[5..], vars, backend)?;
-        match (action, rebuilt.as_mut()) {
-            (ServerAction::Forward, Some(r)) => r.extend_from_slice(frame),
-            (ServerAction::Forward, None) => {}
-            (ServerAction::InjectBefore(extra), _) => {
-                let r = rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+        match tracker.on_server_frame(frame[0], &frame[5..], vars, backend)? {
+            ServerAction::Forward => out.push(frame),
+            ServerAction::InjectBefore(extra) => {
+                let r = out.start(&buf[..end]);
                 r.extend_from_slice(&extra);
                 r.extend_from_slice(frame);
             }
-            (ServerAction::Drop, _) => {
-                rebuilt.get_or_insert_with(|| BytesMut::from(&buf[..end]));
+            ServerAction::Drop => {
+                out.start(&buf[..end]);
             }
-            (ServerAction::AsParseComplete, _) => {
-                rebuilt
-                    .get_or_insert_with(|| BytesMut::from(&buf[..end]))
+            ServerAction::AsParseComplete => {
+                out.start(&buf[..end])
                     .extend_from_slice(&PARSE_COMPLETE_MESSAGE);
             }
         }
@@ -205,10 +242,7 @@ fn server_batch(
         return Ok(None);
     }
     let taken = reader.split(end);
-    let batch = match rebuilt {
-        Some(r) => r.freeze(),
-        None => taken,
-    };
+    let batch = out.finish(taken);
     Ok((!batch.is_empty()).then_some(batch))
 }
 
