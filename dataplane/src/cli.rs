@@ -70,7 +70,7 @@ pub struct RunArgs {
     /// PgBouncer-format userlist (auth.file).
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
-    /// Prometheus endpoint address (server.metrics_listen).
+    /// Prometheus endpoint address (server.metrics_listen); refused until metrics are built.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Log filter, e.g. `info` or `pgroute=debug` (default from PGROUTE_LOG, else `info`).

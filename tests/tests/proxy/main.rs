@@ -7,4 +7,5 @@ mod clients;
 mod faults;
 mod pool_timers;
 mod pooling;
+mod soak;
 mod tools;
