@@ -1,6 +1,8 @@
 //! pgroute's configuration: one serde tree, the single source of defaults.
 //!
-//! Every field documents its default, unit and whether it takes effect on reload. The same model is what
+//! Every field documents its default, its unit, and whether a reload will apply it ("reloadable") or
+//! it needs a restart. Reload (SIGHUP / admin `RELOAD`) is not built yet, so today every change needs
+//! a restart; the marks say what reload will do once it lands. The same model is what
 //! the control plane will push to managed sidecars, so it stays plain data: typed values, no I/O beyond
 //! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
 
