@@ -55,6 +55,12 @@ impl Stack {
         connect(self.proxy.addr).await
     }
 
+    /// A tokio-postgres client through the proxy with extra connection parameters appended to the
+    /// conninfo (e.g. `application_name=x`, `options='-c work_mem=1MB'`).
+    pub async fn connect_with(&self, extra: &str) -> anyhow::Result<tokio_postgres::Client> {
+        connect_conninfo(&format!("{} {extra}", self.conninfo())).await
+    }
+
     /// A tokio-postgres client straight to the primary, bypassing the proxy (to check what it did).
     pub async fn connect_direct(&self) -> anyhow::Result<tokio_postgres::Client> {
         connect(self.cluster.primary().addr()).await
@@ -83,9 +89,14 @@ pub fn conninfo(addr: SocketAddr) -> String {
 
 /// Connects with tokio-postgres and drives the connection in a background task.
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(&conninfo(addr), tokio_postgres::NoTls)
+    connect_conninfo(&conninfo(addr)).await
+}
+
+/// Connects with a full conninfo string, driving the connection in a background task.
+pub async fn connect_conninfo(conninfo: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
+        .with_context(|| format!("connecting with `{conninfo}`"))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

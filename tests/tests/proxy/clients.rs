@@ -181,9 +181,7 @@ async fn notices_and_errors_pass_through_with_their_sqlstate() -> anyhow::Result
 #[tokio::test]
 async fn clients_see_their_own_application_name_and_server_parameters() -> anyhow::Result<()> {
     let stack = Stack::start(0, one_pool(1)).await?;
-    let conninfo = format!("{} application_name=reporting-job", stack.conninfo());
-    let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let client = stack.connect_with("application_name=reporting-job").await?;
     let other = stack.connect().await?;
     // The backend runs the query under the client's own application_name, even though the single
     // backend connection is shared with `other`.

@@ -226,12 +226,9 @@ async fn protocol_minor_version_and_options_are_negotiated_down() -> anyhow::Res
 #[tokio::test]
 async fn startup_options_apply_to_their_client_only() -> anyhow::Result<()> {
     let stack = Stack::start(0, |c| c.pool.pool_size = NonZeroU32::MIN).await?;
-    let conninfo = format!(
-        "{} options='-c statement_timeout=4321 --work-mem=3MB'",
-        stack.conninfo()
-    );
-    let (a, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let a = stack
+        .connect_with("options='-c statement_timeout=4321 --work-mem=3MB'")
+        .await?;
     let b = stack.connect().await?;
     assert_eq!(show(&a, "statement_timeout").await?, "4321ms");
     assert_eq!(show(&a, "work_mem").await?, "3MB");
