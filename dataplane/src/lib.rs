@@ -12,6 +12,7 @@ pub mod listener;
 pub mod pool;
 pub mod proxy;
 pub mod session;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

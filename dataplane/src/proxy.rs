@@ -19,6 +19,7 @@ pub struct Proxy {
     credentials: Arc<Credentials>,
     cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicU32>,
+    tls: Option<crate::tls::Acceptor>,
 }
 
 /// Errors building a proxy from configuration.
@@ -28,6 +29,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Auth(#[from] crate::auth::UserListError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Proxy {
@@ -46,6 +49,7 @@ impl Proxy {
                 key: "backends.primary",
                 problem: "required".into(),
             })?;
+        let tls = crate::tls::acceptor(&config.tls)?;
         let pools = Pools::new(
             config.pool.clone(),
             config.server.max_message_size,
@@ -58,6 +62,7 @@ impl Proxy {
             credentials,
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(AtomicU32::new(0)),
+            tls,
         }))
     }
 
@@ -75,6 +80,11 @@ impl Proxy {
 
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// The TLS acceptor, when client-facing TLS is enabled.
+    pub fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.tls.as_ref().map(crate::tls::Acceptor::inner)
     }
 
     pub fn cancels(&self) -> &Arc<CancelRegistry> {

@@ -5,6 +5,7 @@
 //! failing test cannot disturb another; the cluster and proxy stop when the returned values drop, also
 //! when the test panics.
 
+pub mod certs;
 pub mod fault;
 pub mod raw;
 pub mod tools;

@@ -39,6 +39,7 @@ pub struct Config {
     pub backends: BackendsConfig,
     pub pool: PoolConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 /// The client-facing side.
@@ -180,6 +181,34 @@ pub struct AuthConfig {
     pub file: Option<PathBuf>,
 }
 
+/// What the proxy does with a client's request for TLS (the `sslmode` it sent is the client's side).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// SSLRequest is answered `N`: plaintext only (default: a sidecar's clients share its pod).
+    #[default]
+    Disable,
+    /// TLS when the client asks for it, plaintext otherwise.
+    Allow,
+    /// Same as `allow` on the server side (the client decides whether to ask); kept because PgBouncer
+    /// users know the name.
+    Prefer,
+    /// Plaintext logins are refused with SQLSTATE 28000.
+    Require,
+}
+
+/// Client-facing TLS. Server-facing TLS arrives with the rest of the security issue.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Default `disable`. Restart to change.
+    pub mode: TlsMode,
+    /// PEM certificate chain presented to clients. Required unless mode is `disable`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -246,6 +275,20 @@ impl Config {
         if let Some(m) = &self.server.metrics_listen {
             if m.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid("server.metrics_listen", "expected IP:PORT"));
+            }
+        }
+        if self.tls.mode != TlsMode::Disable {
+            if self.tls.cert_file.is_none() {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "required when tls.mode is not disable",
+                ));
+            }
+            if self.tls.key_file.is_none() {
+                return Err(invalid(
+                    "tls.key_file",
+                    "required when tls.mode is not disable",
+                ));
             }
         }
         if self.auth.auth_type != AuthType::Trust && self.auth.file.is_none() {

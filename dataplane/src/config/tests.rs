@@ -25,6 +25,8 @@ fn example_documents_every_key_with_its_default() {
     full.backends.primary = Some("127.0.0.1:5432".parse().expect("addr"));
     full.server.metrics_listen = Some("127.0.0.1:9187".into());
     full.auth.file = Some("userlist.txt".into());
+    full.tls.cert_file = Some("server.crt".into());
+    full.tls.key_file = Some("server.key".into());
     let table = toml::Table::try_from(&full).expect("serializes");
     for (section, value) in &table {
         assert!(

@@ -18,6 +18,10 @@ pub enum SessionError {
     ClientIo(#[source] std::io::Error),
     #[error("client closed the connection while waiting for a backend")]
     ClientGone,
+    #[error("TLS handshake with the client failed")]
+    TlsHandshake(#[source] std::io::Error),
+    #[error("pgroute requires TLS (tls.mode = require); connect with sslmode=require or stronger")]
+    TlsRequired,
     #[error("sorry, too many clients already: max_client_conn ({max}) reached")]
     TooManyClients { max: u32 },
     #[error("no PostgreSQL user name specified in startup packet")]
@@ -50,7 +54,10 @@ impl SessionError {
     /// Severity and SQLSTATE for the client, or `None` when the client cannot be told (it is gone).
     pub fn response(&self) -> Option<(&'static str, String)> {
         let (severity, code) = match self {
-            SessionError::ClientIo(_) | SessionError::ClientGone => return None,
+            SessionError::ClientIo(_)
+            | SessionError::ClientGone
+            | SessionError::TlsHandshake(_) => return None,
+            SessionError::TlsRequired => ("FATAL", "28000"),
             SessionError::Protocol(_) => ("FATAL", "08P01"),
             SessionError::TooManyClients { .. } => ("FATAL", "53300"),
             SessionError::NoUser => ("FATAL", "28000"),

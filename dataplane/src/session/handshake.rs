@@ -12,7 +12,9 @@ use pgroute_protocol::startup::{parse_startup, StartupParams, StartupRequest};
 use pgroute_protocol::ProtocolError;
 use tokio::io::AsyncWriteExt;
 
-use super::client::ClientConn;
+use tokio_rustls::TlsAcceptor;
+
+use super::client::{ClientConn, ClientStream};
 use super::SessionError;
 use crate::auth::{Credentials, Md5Challenge, ScramExchange, ScramVerifier};
 use crate::config::AuthType;
@@ -23,10 +25,12 @@ pub(crate) enum Opening {
     Gone,
 }
 
-/// Reads opening packets until a StartupMessage or CancelRequest.
+/// Reads opening packets until a StartupMessage or CancelRequest, upgrading to TLS when the client
+/// asks and `tls` is configured.
 pub(crate) async fn opening(
     client: &mut ClientConn,
     max_startup: usize,
+    tls: Option<&TlsAcceptor>,
 ) -> Result<Opening, SessionError> {
     loop {
         let packet = loop {
@@ -39,22 +43,56 @@ pub(crate) async fn opening(
         };
         match parse_startup(&packet)? {
             StartupRequest::Ssl | StartupRequest::GssEnc => {
+                // Bytes already here were sent in plaintext before the answer: taking them as part
+                // of an encrypted stream is the CVE-2021-23214 bug, so they end the connection.
                 if client.reader.buffered() > 0 {
                     return Err(ProtocolError::Malformed {
                         what: "data sent before the answer to an encryption request",
                     }
                     .into());
                 }
+                let acceptor = match (&client.stream, tls) {
+                    (ClientStream::Plain(_), Some(a)) if is_ssl(&packet) => a.clone(),
+                    _ => {
+                        client
+                            .stream
+                            .write_all(b"N")
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                        continue;
+                    }
+                };
                 client
                     .stream
-                    .write_all(b"N")
+                    .write_all(b"S")
                     .await
                     .map_err(SessionError::ClientIo)?;
+                upgrade(client, &acceptor).await?;
             }
             StartupRequest::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
             StartupRequest::Startup(p) => return Ok(Opening::Startup(p)),
         }
     }
+}
+
+fn is_ssl(packet: &[u8]) -> bool {
+    matches!(parse_startup(packet), Ok(StartupRequest::Ssl))
+}
+
+/// Runs the TLS handshake on the client's socket and continues the session over it.
+async fn upgrade(client: &mut ClientConn, acceptor: &TlsAcceptor) -> Result<(), SessionError> {
+    let ClientStream::Plain(tcp) = std::mem::replace(&mut client.stream, ClientStream::Closed)
+    else {
+        return Err(SessionError::ClientIo(
+            std::io::ErrorKind::InvalidInput.into(),
+        ));
+    };
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(SessionError::TlsHandshake)?;
+    client.stream = ClientStream::Tls(Box::new(tls));
+    Ok(())
 }
 
 /// Runs the configured challenge. On success nothing is sent yet: AuthenticationOk goes out with the

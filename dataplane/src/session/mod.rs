@@ -32,7 +32,7 @@ pub use vars::SessionVars;
 use crate::config::PoolMode;
 use crate::pool::{Pool, PoolKey, PooledConn};
 use crate::proxy::{ClientSlot, Proxy};
-use client::ClientConn;
+use client::{ClientConn, ClientStream};
 use handshake::Opening;
 use relay::{RelayEnd, RelayError};
 use tracker::Tracker;
@@ -50,9 +50,13 @@ pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
         return;
     };
     let ended = loop {
+        // Plain sockets wait for readiness outside the boxed step. TLS may already hold decrypted
+        // bytes that the socket's readiness cannot show, so it waits inside the step's read instead.
         if conn.client.reader.buffered() == 0 {
-            if let Err(e) = conn.client.stream.readable().await {
-                break Err(SessionError::ClientIo(e));
+            if let ClientStream::Plain(tcp) = &conn.client.stream {
+                if let Err(e) = tcp.readable().await {
+                    break Err(SessionError::ClientIo(e));
+                }
             }
         }
         let c = &mut *conn;
@@ -104,7 +108,7 @@ async fn open(stream: TcpStream, proxy: Arc<Proxy>) -> Option<Box<Connection>> {
 
 async fn finish(client: &mut ClientConn, ended: Result<(), SessionError>) {
     if let Err(err) = ended {
-        tracing::debug!(peer = ?client.stream.peer_addr().ok(), error = %err, "client session ended with an error");
+        tracing::debug!(peer = ?client.stream.tcp().and_then(|t| t.peer_addr().ok()), error = %err, "client session ended with an error");
         client.out.clear();
         client.queue_error(&err);
         let _ = client.flush_out().await;
@@ -130,14 +134,18 @@ async fn login(
     proxy: &Arc<Proxy>,
 ) -> Result<Option<Session>, SessionError> {
     let config = proxy.config();
-    let params = match handshake::opening(client, config.server.max_startup_packet).await? {
-        Opening::Startup(p) => p,
-        Opening::Cancel { pid, secret } => {
-            proxy.cancels().cancel(pid, secret).await;
-            return Ok(None);
-        }
-        Opening::Gone => return Ok(None),
-    };
+    let params =
+        match handshake::opening(client, config.server.max_startup_packet, proxy.tls()).await? {
+            Opening::Startup(p) => p,
+            Opening::Cancel { pid, secret } => {
+                proxy.cancels().cancel(pid, secret).await;
+                return Ok(None);
+            }
+            Opening::Gone => return Ok(None),
+        };
+    if config.tls.mode == crate::config::TlsMode::Require && !client.stream.is_tls() {
+        return Err(SessionError::TlsRequired);
+    }
     let slot = proxy.admit()?;
     if params.get("replication").is_some_and(|r| {
         !matches!(
@@ -202,12 +210,15 @@ async fn checkout_unless_gone(
     let checkout = pool.checkout();
     tokio::pin!(checkout);
     let mut probe = [0u8; 1];
+    let Some(tcp) = client.stream.tcp() else {
+        return Err(SessionError::ClientGone);
+    };
     let mut watch = true;
     loop {
         tokio::select! {
             biased;
             r = &mut checkout => return Ok(r?),
-            r = client.stream.peek(&mut probe), if watch => match r {
+            r = tcp.peek(&mut probe), if watch => match r {
                 Ok(0) | Err(_) => return Err(SessionError::ClientGone),
                 // More pipelined input: the client is alive; only the checkout matters now.
                 Ok(_) => watch = false,
@@ -316,11 +327,7 @@ impl Session {
             Ok(RelayEnd::AtRest { tail }) => {
                 self.detach(server);
                 if let Some(tail) = tail {
-                    client
-                        .stream
-                        .write_all(&tail)
-                        .await
-                        .map_err(SessionError::ClientIo)?;
+                    client.write_now(&tail).await?;
                 }
                 Ok(true)
             }

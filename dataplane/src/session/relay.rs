@@ -9,9 +9,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use pgroute_protocol::frame::tagged_frame_len;
 use pgroute_protocol::frontend::SYNC;
 use pgroute_protocol::{FrameReader, ProtocolError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::client::ClientConn;
+use super::client::{ClientConn, ClientStream};
 use super::prepared::BackendStatements;
 use super::tracker::{ClientAction, ServerAction, Tracker};
 use super::vars::SessionVars;
@@ -48,10 +48,39 @@ pub(crate) async fn run(
     stats: &PoolStats,
     release_at_rest: bool,
 ) -> Result<RelayEnd, RelayError> {
+    let reader = &mut client.reader;
+    match &mut client.stream {
+        ClientStream::Plain(tcp) => {
+            let (r, w) = tcp.split();
+            relay(r, w, reader, server, tracker, vars, stats, release_at_rest).await
+        }
+        ClientStream::Tls(tls) => {
+            let (r, w) = tokio::io::split(tls.as_mut());
+            relay(r, w, reader, server, tracker, vars, stats, release_at_rest).await
+        }
+        ClientStream::Closed => Err(RelayError::Client(std::io::ErrorKind::NotConnected.into())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site per client stream kind, all arguments borrowed
+async fn relay<R, W>(
+    mut cr: R,
+    mut cw: W,
+    client_reader: &mut FrameReader,
+    server: &mut ServerConn,
+    tracker: &mut Tracker,
+    vars: &mut SessionVars,
+    stats: &PoolStats,
+    release_at_rest: bool,
+) -> Result<RelayEnd, RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut to_server_scratch = BytesMut::new();
     let mut to_client_scratch = BytesMut::new();
     let (mut to_server, terminated) = client_batch(
-        &mut client.reader,
+        client_reader,
         tracker,
         &mut server.prepared,
         stats,
@@ -64,14 +93,13 @@ pub(crate) async fn run(
         });
     }
     let mut to_client: Option<Bytes> = None;
-    let (mut cr, mut cw) = client.stream.split();
     let (mut sr, mut sw) = server.stream.split();
     loop {
         if to_client.is_none() {
             server.reader.reserve_for_next();
         }
         if to_server.is_none() {
-            client.reader.reserve_for_next();
+            client_reader.reserve_for_next();
         }
         tokio::select! {
             biased;
@@ -82,6 +110,10 @@ pub(crate) async fn run(
             r = cw.write(to_client.as_deref().unwrap_or_default()), if to_client.is_some() => {
                 let n = r.map_err(RelayError::Client)?;
                 advance(&mut to_client, n);
+                if to_client.is_none() {
+                    // TLS may hold the end of the batch until flushed; TCP's flush does nothing.
+                    cw.flush().await.map_err(RelayError::Client)?;
+                }
             }
             r = sr.read_buf(server.reader.buffer_mut()), if to_client.is_none() => {
                 let n = r.map_err(|e| RelayError::Server(format!("read failed: {e}")))?;
@@ -94,12 +126,12 @@ pub(crate) async fn run(
                     return Ok(RelayEnd::AtRest { tail: to_client });
                 }
             }
-            r = cr.read_buf(client.reader.buffer_mut()), if to_server.is_none() => {
+            r = cr.read_buf(client_reader.buffer_mut()), if to_server.is_none() => {
                 if r.map_err(RelayError::Client)? == 0 {
                     return Ok(RelayEnd::ClientGone { clean: tracker.at_rest() });
                 }
                 let (batch, terminated) =
-                    client_batch(&mut client.reader, tracker, &mut server.prepared, stats, &mut to_server_scratch)
+                    client_batch(client_reader, tracker, &mut server.prepared, stats, &mut to_server_scratch)
                     .map_err(RelayError::ClientProtocol)?;
                 if terminated {
                     return Ok(RelayEnd::ClientGone { clean: batch.is_none() && tracker.at_rest() });

@@ -8,4 +8,5 @@ mod faults;
 mod pool_timers;
 mod pooling;
 mod soak;
+mod tls;
 mod tools;
