@@ -72,7 +72,7 @@ async fn run(config: pgroute::Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %running.addr, primary = %running.proxy.primary(), "pgroute ready");
-    wait_for_signal().await;
+    wait_for_shutdown(&running.proxy).await;
     let proxy = running.proxy.clone();
     running.stop().await;
     tracing::info!(
@@ -86,26 +86,26 @@ async fn run(config: pgroute::Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the TLS certificate meanwhile (and no longer kills
+/// the process, which is SIGHUP's default).
+async fn wait_for_shutdown(proxy: &pgroute::Proxy) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match proxy.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
+            },
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

@@ -19,7 +19,8 @@ pub struct Proxy {
     credentials: Arc<Credentials>,
     cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicU32>,
-    tls: Option<crate::tls::Acceptor>,
+    /// Swapped whole by [`Proxy::reload_tls`]; read once per SSLRequest.
+    tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
 }
 
 /// Errors building a proxy from configuration.
@@ -62,7 +63,7 @@ impl Proxy {
             credentials,
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(AtomicU32::new(0)),
-            tls,
+            tls: std::sync::RwLock::new(tls),
         }))
     }
 
@@ -83,8 +84,24 @@ impl Proxy {
     }
 
     /// The TLS acceptor, when client-facing TLS is enabled.
-    pub fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
-        self.tls.as_ref().map(crate::tls::Acceptor::inner)
+    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        let tls = self
+            .tls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tls.as_ref().map(|a| a.inner().clone())
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP). Connections already using TLS keep their
+    /// sessions; new handshakes use the new files. On error the old certificate stays in use.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let fresh = crate::tls::acceptor(&self.config.tls)?;
+        let mut tls = self
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *tls = fresh;
+        Ok(())
     }
 
     pub fn cancels(&self) -> &Arc<CancelRegistry> {

@@ -89,6 +89,18 @@ fn starts_listening_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // SIGHUP reloads (here: nothing to reload) and must not end the process, as it would by default.
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "SIGHUP ended pgroute"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

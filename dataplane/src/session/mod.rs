@@ -134,8 +134,9 @@ async fn login(
     proxy: &Arc<Proxy>,
 ) -> Result<Option<Session>, SessionError> {
     let config = proxy.config();
+    let tls = proxy.tls();
     let params =
-        match handshake::opening(client, config.server.max_startup_packet, proxy.tls()).await? {
+        match handshake::opening(client, config.server.max_startup_packet, tls.as_ref()).await? {
             Opening::Startup(p) => p,
             Opening::Cancel { pid, secret } => {
                 proxy.cancels().cancel(pid, secret).await;

@@ -138,3 +138,34 @@ async fn bytes_before_the_tls_answer_end_the_connection() -> anyhow::Result<()> 
     assert_eq!(ok.query_one("select 1", &[]).await?.get::<_, i32>(0), 1);
     Ok(())
 }
+
+/// A new certificate is picked up on reload (what SIGHUP runs) without dropping TLS clients that are
+/// already connected; a broken file leaves the old certificate in use.
+#[tokio::test]
+async fn certificate_reload_keeps_connected_clients() -> anyhow::Result<()> {
+    let old = TestCerts::generate()?;
+    let stack = stack_with_tls(&old, TlsMode::Require).await?;
+    let connected = tls_client(&stack, &old, "require").await?;
+
+    let new = TestCerts::generate()?;
+    std::fs::copy(new.cert_file(), old.cert_file())?;
+    std::fs::copy(new.key_file(), old.key_file())?;
+    stack.proxy.proxy.reload_tls()?;
+
+    assert_eq!(
+        connected.query_one("select 1", &[]).await?.get::<_, i32>(0),
+        1
+    );
+    let fresh = tls_client(&stack, &new, "require").await?;
+    assert_eq!(fresh.query_one("select 2", &[]).await?.get::<_, i32>(0), 2);
+    tls_client(&stack, &old, "require")
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the old CA must no longer verify"))?;
+
+    std::fs::write(old.key_file(), "not a key")?;
+    assert!(stack.proxy.proxy.reload_tls().is_err());
+    let still = tls_client(&stack, &new, "require").await?;
+    assert_eq!(still.query_one("select 3", &[]).await?.get::<_, i32>(0), 3);
+    Ok(())
+}
