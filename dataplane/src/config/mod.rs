@@ -1,9 +1,10 @@
 //! pgroute's configuration: one serde tree, the single source of defaults.
 //!
 //! Every field documents its default, its unit, and whether a reload will apply it ("reloadable") or
-//! it needs a restart. Reload (SIGHUP / admin `RELOAD`) is not built yet, so today every change needs
-//! a restart; the marks say what reload will do once it lands. The same model is what
-//! the control plane will push to managed sidecars, so it stays plain data: typed values, no I/O beyond
+//! it needs a restart. Full reload is not built yet: today SIGHUP reloads only the TLS certificate
+//! and key, every other change needs a restart, and the marks say what reload will do once it lands.
+//! The same model is what the control plane will push to managed sidecars, so it stays plain data:
+//! typed values, no I/O beyond
 //! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
 
 mod address;
@@ -203,9 +204,10 @@ pub enum TlsMode {
 pub struct TlsConfig {
     /// Default `disable`. Restart to change.
     pub mode: TlsMode,
-    /// PEM certificate chain presented to clients. Required unless mode is `disable`.
+    /// PEM certificate chain presented to clients. Required unless mode is `disable`. Reloaded on
+    /// SIGHUP.
     pub cert_file: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `cert_file`.
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `cert_file`. Reloaded on SIGHUP.
     pub key_file: Option<PathBuf>,
 }
 
