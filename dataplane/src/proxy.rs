@@ -55,6 +55,7 @@ impl Proxy {
             config.pool.clone(),
             config.server.max_message_size,
             credentials.clone(),
+            crate::tls::backend(&config.tls)?,
         );
         Ok(Arc::new(Proxy {
             config: Arc::new(config),

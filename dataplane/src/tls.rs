@@ -1,4 +1,5 @@
-//! Client-facing TLS: the rustls server configuration built from the configured PEM files.
+//! TLS with rustls: the server configuration clients meet, and the client configuration pgroute uses
+//! towards backends, built from the configured PEM files.
 //!
 //! One crypto provider for the whole workspace (ring), passed explicitly rather than installed as the
 //! process default, so nothing depends on which crate initialised rustls first.
@@ -10,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{TlsConfig, TlsMode};
+use crate::config::{ServerTlsMode, TlsConfig, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -79,4 +80,186 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(TlsError::NoCertificate(path.to_owned()));
     }
     Ok(certs)
+}
+
+/// TLS towards backends: the mode and a connector built for it.
+#[derive(Clone)]
+pub struct BackendTls {
+    pub mode: ServerTlsMode,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendTls({:?})", self.mode)
+    }
+}
+
+/// The connector for `tls.server_mode`, or `None` when it is `disable`.
+pub fn backend(config: &TlsConfig) -> Result<Option<BackendTls>, TlsError> {
+    let mode = config.server_mode;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let client = match mode {
+        ServerTlsMode::Disable => return Ok(None),
+        ServerTlsMode::Prefer | ServerTlsMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::AnyCertificate { provider }))
+            .with_no_client_auth(),
+        ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => {
+            let Some(ca_file) = &config.server_ca_file else {
+                return Ok(None); // validate() already refused this combination
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates_for(ca_file, "tls.server_ca_file")? {
+                roots.add(cert)?;
+            }
+            let roots = Arc::new(roots);
+            if mode == ServerTlsMode::VerifyFull {
+                builder.with_root_certificates(roots).with_no_client_auth()
+            } else {
+                let inner =
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                        .build()
+                        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verify::SignedByCa { inner }))
+                    .with_no_client_auth()
+            }
+        }
+    };
+    Ok(Some(BackendTls {
+        mode,
+        connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+    }))
+}
+
+fn certificates_for(
+    path: &Path,
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |source| TlsError::Pem {
+        key,
+        path: path.to_owned(),
+        source,
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(pem_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error)
+}
+
+/// Certificate checks for libpq's weaker modes: `prefer`/`require` encrypt without checking who is on
+/// the other end (the handshake signature is still verified), `verify-ca` checks the chain but not
+/// the name.
+mod verify {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+
+    #[derive(Debug)]
+    pub(super) struct AnyCertificate {
+        pub(super) provider: Arc<CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    #[derive(Debug)]
+    pub(super) struct SignedByCa {
+        pub(super) inner: Arc<rustls::client::WebPkiServerVerifier>,
+    }
+
+    impl ServerCertVerifier for SignedByCa {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    }
 }

@@ -65,6 +65,27 @@ impl TestCerts {
         &self.dir
     }
 
+    /// Makes the server key usable by a PostgreSQL server of the kit: owned by the user the servers
+    /// run as (`postgres` when the tests run as root) and readable by it alone, as PostgreSQL demands.
+    pub fn give_key_to_postgres(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let key = self.key_file();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        let euid = std::process::Command::new("id").arg("-u").output()?;
+        if String::from_utf8_lossy(&euid.stdout).trim() == "0" {
+            let uid = std::process::Command::new("id")
+                .args(["-u", "postgres"])
+                .output()?;
+            let gid = std::process::Command::new("id")
+                .args(["-g", "postgres"])
+                .output()?;
+            let uid: u32 = String::from_utf8_lossy(&uid.stdout).trim().parse()?;
+            let gid: u32 = String::from_utf8_lossy(&gid.stdout).trim().parse()?;
+            std::os::unix::fs::chown(&key, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
     /// A tokio-postgres TLS connector that trusts only this CA (ring provider, as the proxy uses).
     pub fn connector(&self) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
         let mut roots = rustls::RootCertStore::empty();

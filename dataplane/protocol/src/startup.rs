@@ -11,6 +11,9 @@ const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
 const CANCEL_REQUEST: i32 = 80877102;
 
+/// An SSLRequest, as pgroute sends it to backends.
+pub const SSL_REQUEST_PACKET: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
 /// The protocol version pgroute speaks on both sides.
 pub const PROTOCOL_3_0: i32 = 3 << 16;
 

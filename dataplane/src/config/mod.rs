@@ -198,7 +198,25 @@ pub enum TlsMode {
     Require,
 }
 
-/// Client-facing TLS. Server-facing TLS arrives with the rest of the security issue.
+/// TLS towards backends, with libpq's `sslmode` meanings.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS when the backend offers it, plaintext otherwise, certificate not checked (default, as
+    /// PgBouncer's `server_tls_sslmode` and libpq's `sslmode`).
+    #[default]
+    Prefer,
+    /// TLS or no connection; certificate not checked.
+    Require,
+    /// TLS with a certificate signed by `server_ca_file`.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name the backend's host.
+    VerifyFull,
+}
+
+/// Client-facing TLS, and TLS towards backends.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -209,6 +227,10 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `cert_file`. Reloaded on SIGHUP.
     pub key_file: Option<PathBuf>,
+    /// TLS towards backends. Default `prefer`. Restart to change.
+    pub server_mode: ServerTlsMode,
+    /// PEM CA certificates for `verify-ca` / `verify-full`. Required by those modes.
+    pub server_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -292,6 +314,16 @@ impl Config {
                     "required when tls.mode is not disable",
                 ));
             }
+        }
+        if matches!(
+            self.tls.server_mode,
+            ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull
+        ) && self.tls.server_ca_file.is_none()
+        {
+            return Err(invalid(
+                "tls.server_ca_file",
+                "required when tls.server_mode is verify-ca or verify-full",
+            ));
         }
         if self.auth.auth_type != AuthType::Trust && self.auth.file.is_none() {
             return Err(invalid(

@@ -27,6 +27,7 @@ fn example_documents_every_key_with_its_default() {
     full.auth.file = Some("userlist.txt".into());
     full.tls.cert_file = Some("server.crt".into());
     full.tls.key_file = Some("server.key".into());
+    full.tls.server_ca_file = Some("ca.crt".into());
     let table = toml::Table::try_from(&full).expect("serializes");
     for (section, value) in &table {
         assert!(

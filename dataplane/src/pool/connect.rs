@@ -15,7 +15,11 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BackendKey, PoolKey, ServerConn};
+use rustls::pki_types::ServerName;
+
+use super::{BackendKey, PoolKey, ServerConn, ServerStream};
+use crate::config::ServerTlsMode;
+use crate::tls::BackendTls;
 
 /// What a pool needs to log in besides its key.
 #[derive(Debug, Clone)]
@@ -23,6 +27,8 @@ pub struct ConnectOptions {
     /// Password for the pool's user, when the backend asks for one.
     pub password: Option<String>,
     pub max_message_size: usize,
+    /// TLS towards the backend (`None`: plaintext).
+    pub tls: Option<BackendTls>,
 }
 
 /// Why a backend connection could not be opened.
@@ -54,6 +60,12 @@ pub enum ConnectError {
     Protocol(#[from] ProtocolError),
     #[error("backend closed the connection during login")]
     Closed,
+    #[error("backend does not accept TLS, and tls.server_mode is {0:?}")]
+    TlsRefused(ServerTlsMode),
+    #[error("TLS handshake with backend failed")]
+    TlsHandshake(#[source] std::io::Error),
+    #[error("invalid backend host name for TLS: {0}")]
+    TlsName(String),
 }
 
 /// Opens and logs in one backend connection within `timeout`.
@@ -81,8 +93,12 @@ async fn connect_inner(key: &PoolKey, opts: &ConnectOptions) -> Result<ServerCon
     };
     for addr in addrs {
         match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
+            Ok(tcp) => {
+                tcp.set_nodelay(true).map_err(ConnectError::Tcp)?;
+                let stream = match &opts.tls {
+                    Some(tls) => negotiate_tls(tcp, tls, host).await?,
+                    None => ServerStream::Plain(tcp),
+                };
                 return login(stream, addr, key, opts).await;
             }
             Err(e) => last = ConnectError::Tcp(e),
@@ -91,8 +107,39 @@ async fn connect_inner(key: &PoolKey, opts: &ConnectOptions) -> Result<ServerCon
     Err(last)
 }
 
+/// Asks the backend for TLS (SSLRequest) and upgrades when it agrees; `prefer` falls back to
+/// plaintext when it does not, stricter modes fail.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    tls: &BackendTls,
+    host: &str,
+) -> Result<ServerStream, ConnectError> {
+    tcp.write_all(&startup::SSL_REQUEST_PACKET).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|_| ConnectError::TlsName(host.to_owned()))?;
+            let stream = tls
+                .connector
+                .connect(name, tcp)
+                .await
+                .map_err(ConnectError::TlsHandshake)?;
+            Ok(ServerStream::Tls(Box::new(stream)))
+        }
+        b'N' if tls.mode == ServerTlsMode::Prefer => Ok(ServerStream::Plain(tcp)),
+        b'N' => Err(ConnectError::TlsRefused(tls.mode)),
+        other => Err(ProtocolError::UnexpectedTag {
+            tag: other as char,
+            context: "answer to SSLRequest",
+        }
+        .into()),
+    }
+}
+
 async fn login(
-    mut stream: TcpStream,
+    mut stream: ServerStream,
     addr: SocketAddr,
     key: &PoolKey,
     opts: &ConnectOptions,
@@ -107,6 +154,7 @@ async fn login(
         ],
     );
     stream.write_all(&out).await?;
+    stream.flush().await?;
     let mut reader = FrameReader::new(opts.max_message_size).with_read_chunk(16 * 1024);
     let mut scram: Option<sasl::ScramSha256> = None;
     let mut params = Vec::new();
@@ -119,6 +167,7 @@ async fn login(
                 authenticate(frame.body(), opts, &key.user, &mut scram, &mut out)?;
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
+                    stream.flush().await?;
                 }
             }
             backend::PARAMETER_STATUS => {
@@ -205,7 +254,7 @@ fn authenticate(
 
 /// Reads one whole frame, buffering as needed.
 pub(crate) async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     reader: &mut FrameReader,
 ) -> Result<Frame, ConnectError> {
     loop {

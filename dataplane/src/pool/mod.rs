@@ -10,6 +10,7 @@
 mod connect;
 mod maintain;
 mod server;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use crate::config::{BackendAddr, PoolConfig};
 pub(crate) use connect::read_frame;
 pub use connect::{ConnectError, ConnectOptions};
 pub use server::{BackendKey, ServerConn};
+pub use stream::ServerStream;
 
 /// ParameterStatus values a backend reported at login, shared by every client of the pool.
 pub type ServerParams = Arc<Vec<(String, String)>>;
@@ -297,6 +299,7 @@ pub struct Pools {
     config: PoolConfig,
     credentials: Arc<Credentials>,
     max_message_size: usize,
+    tls: Option<crate::tls::BackendTls>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
 
@@ -306,10 +309,12 @@ impl Pools {
         config: PoolConfig,
         max_message_size: usize,
         credentials: Arc<Credentials>,
+        tls: Option<crate::tls::BackendTls>,
     ) -> Pools {
         Pools {
             config,
             credentials,
+            tls,
             max_message_size,
             pools: Mutex::new(HashMap::new()),
         }
@@ -327,6 +332,7 @@ impl Pools {
         let connect = ConnectOptions {
             password: self.credentials.backend_password(&key.user),
             max_message_size: self.max_message_size,
+            tls: self.tls.clone(),
         };
         let pool = Pool::new(key.clone(), self.config.clone(), connect);
         maintain::spawn(Arc::downgrade(&pool));

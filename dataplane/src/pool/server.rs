@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pgroute_protocol::FrameReader;
-use tokio::net::TcpStream;
+
+use super::ServerStream;
 
 use crate::session::{BackendStatements, SessionVars};
 
@@ -18,7 +19,7 @@ pub struct BackendKey {
 /// An open, logged-in backend connection.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: ServerStream,
     pub(crate) reader: FrameReader,
     addr: SocketAddr,
     key: BackendKey,
@@ -34,7 +35,7 @@ pub struct ServerConn {
 
 impl ServerConn {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: ServerStream,
         reader: FrameReader,
         addr: SocketAddr,
         key: BackendKey,
@@ -86,7 +87,17 @@ impl ServerConn {
         if self.reader.buffered() > 0 {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match &self.stream {
+            ServerStream::Plain(tcp) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            // Reading raw bytes would corrupt the TLS stream: ask for readiness only (any bytes
+            // from an idle backend mean trouble, as above).
+            ServerStream::Tls(tls) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                tls.get_ref().0.poll_read_ready(&mut cx).is_pending()
+            }
+        }
     }
 }

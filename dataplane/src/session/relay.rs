@@ -15,7 +15,7 @@ use super::client::{ClientConn, ClientStream};
 use super::prepared::BackendStatements;
 use super::tracker::{ClientAction, ServerAction, Tracker};
 use super::vars::SessionVars;
-use crate::pool::{PoolStats, ServerConn};
+use crate::pool::{PoolStats, ServerConn, ServerStream};
 
 /// How an attached period ended.
 #[derive(Debug)]
@@ -39,6 +39,17 @@ pub(crate) enum RelayError {
 const SYNC_MESSAGE: [u8; 5] = [SYNC, 0, 0, 0, 4];
 const PARSE_COMPLETE_MESSAGE: [u8; 5] = [pgroute_protocol::backend::PARSE_COMPLETE, 0, 0, 0, 4];
 
+/// What an attached period works on besides the sockets.
+struct Ctx<'a> {
+    client_reader: &'a mut FrameReader,
+    server_reader: &'a mut FrameReader,
+    backend: &'a mut BackendStatements,
+    tracker: &'a mut Tracker,
+    vars: &'a mut SessionVars,
+    stats: &'a PoolStats,
+    release_at_rest: bool,
+}
+
 /// Relays until the backend is at rest (transaction mode) or the client leaves.
 pub(crate) async fn run(
     client: &mut ClientConn,
@@ -48,41 +59,67 @@ pub(crate) async fn run(
     stats: &PoolStats,
     release_at_rest: bool,
 ) -> Result<RelayEnd, RelayError> {
-    let reader = &mut client.reader;
-    match &mut client.stream {
-        ClientStream::Plain(tcp) => {
-            let (r, w) = tcp.split();
-            relay(r, w, reader, server, tracker, vars, stats, release_at_rest).await
+    let ctx = Ctx {
+        client_reader: &mut client.reader,
+        server_reader: &mut server.reader,
+        backend: &mut server.prepared,
+        tracker,
+        vars,
+        stats,
+        release_at_rest,
+    };
+    // Plain TCP keeps its zero-cost borrowed split; TLS goes through tokio's locked split.
+    match (&mut client.stream, &mut server.stream) {
+        (ClientStream::Plain(c), ServerStream::Plain(s)) => {
+            let ((cr, cw), (sr, sw)) = (c.split(), s.split());
+            relay(cr, cw, sr, sw, ctx).await
         }
-        ClientStream::Tls(tls) => {
-            let (r, w) = tokio::io::split(tls.as_mut());
-            relay(r, w, reader, server, tracker, vars, stats, release_at_rest).await
+        (ClientStream::Plain(c), ServerStream::Tls(s)) => {
+            let ((cr, cw), (sr, sw)) = (c.split(), tokio::io::split(s.as_mut()));
+            relay(cr, cw, sr, sw, ctx).await
         }
-        ClientStream::Closed => Err(RelayError::Client(std::io::ErrorKind::NotConnected.into())),
+        (ClientStream::Tls(c), ServerStream::Plain(s)) => {
+            let ((cr, cw), (sr, sw)) = (tokio::io::split(c.as_mut()), s.split());
+            relay(cr, cw, sr, sw, ctx).await
+        }
+        (ClientStream::Tls(c), ServerStream::Tls(s)) => {
+            let ((cr, cw), (sr, sw)) = (tokio::io::split(c.as_mut()), tokio::io::split(s.as_mut()));
+            relay(cr, cw, sr, sw, ctx).await
+        }
+        (ClientStream::Closed, _) => {
+            Err(RelayError::Client(std::io::ErrorKind::NotConnected.into()))
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call site per client stream kind, all arguments borrowed
-async fn relay<R, W>(
-    mut cr: R,
-    mut cw: W,
-    client_reader: &mut FrameReader,
-    server: &mut ServerConn,
-    tracker: &mut Tracker,
-    vars: &mut SessionVars,
-    stats: &PoolStats,
-    release_at_rest: bool,
+async fn relay<CR, CW, SR, SW>(
+    mut cr: CR,
+    mut cw: CW,
+    mut sr: SR,
+    mut sw: SW,
+    ctx: Ctx<'_>,
 ) -> Result<RelayEnd, RelayError>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
 {
+    let Ctx {
+        client_reader,
+        server_reader,
+        backend,
+        tracker,
+        vars,
+        stats,
+        release_at_rest,
+    } = ctx;
     let mut to_server_scratch = BytesMut::new();
     let mut to_client_scratch = BytesMut::new();
     let (mut to_server, terminated) = client_batch(
         client_reader,
         tracker,
-        &mut server.prepared,
+        backend,
         stats,
         &mut to_server_scratch,
     )
@@ -93,10 +130,9 @@ where
         });
     }
     let mut to_client: Option<Bytes> = None;
-    let (mut sr, mut sw) = server.stream.split();
     loop {
         if to_client.is_none() {
-            server.reader.reserve_for_next();
+            server_reader.reserve_for_next();
         }
         if to_server.is_none() {
             client_reader.reserve_for_next();
@@ -106,6 +142,9 @@ where
             r = sw.write(to_server.as_deref().unwrap_or_default()), if to_server.is_some() => {
                 let n = r.map_err(|e| RelayError::Server(format!("write failed: {e}")))?;
                 advance(&mut to_server, n);
+                if to_server.is_none() {
+                    sw.flush().await.map_err(|e| RelayError::Server(format!("write failed: {e}")))?;
+                }
             }
             r = cw.write(to_client.as_deref().unwrap_or_default()), if to_client.is_some() => {
                 let n = r.map_err(RelayError::Client)?;
@@ -115,12 +154,12 @@ where
                     cw.flush().await.map_err(RelayError::Client)?;
                 }
             }
-            r = sr.read_buf(server.reader.buffer_mut()), if to_client.is_none() => {
+            r = sr.read_buf(server_reader.buffer_mut()), if to_client.is_none() => {
                 let n = r.map_err(|e| RelayError::Server(format!("read failed: {e}")))?;
                 if n == 0 {
                     return Err(RelayError::Server("the server closed the connection".into()));
                 }
-                to_client = server_batch(&mut server.reader, tracker, vars, &mut server.prepared, &mut to_client_scratch)
+                to_client = server_batch(server_reader, tracker, vars, backend, &mut to_client_scratch)
                     .map_err(|e| RelayError::Server(format!("protocol error: {e}")))?;
                 if release_at_rest && tracker.at_rest() && to_server.is_none() {
                     return Ok(RelayEnd::AtRest { tail: to_client });
@@ -131,7 +170,7 @@ where
                     return Ok(RelayEnd::ClientGone { clean: tracker.at_rest() });
                 }
                 let (batch, terminated) =
-                    client_batch(client_reader, tracker, &mut server.prepared, stats, &mut to_server_scratch)
+                    client_batch(client_reader, tracker, backend, stats, &mut to_server_scratch)
                     .map_err(RelayError::ClientProtocol)?;
                 if terminated {
                     return Ok(RelayEnd::ClientGone { clean: batch.is_none() && tracker.at_rest() });
@@ -286,11 +325,9 @@ pub(crate) async fn run_internal(
 ) -> Result<Option<pgroute_protocol::backend::ErrorFields>, RelayError> {
     let mut out = BytesMut::with_capacity(sql.len() + 6);
     pgroute_protocol::frontend::query(&mut out, sql);
-    server
-        .stream
-        .write_all(&out)
-        .await
-        .map_err(|e| RelayError::Server(format!("write failed: {e}")))?;
+    let write_failed = |e: std::io::Error| RelayError::Server(format!("write failed: {e}"));
+    server.stream.write_all(&out).await.map_err(write_failed)?;
+    server.stream.flush().await.map_err(write_failed)?;
     let mut error = None;
     loop {
         let frame = crate::pool::read_frame(&mut server.stream, &mut server.reader)

@@ -169,3 +169,105 @@ async fn certificate_reload_keeps_connected_clients() -> anyhow::Result<()> {
     assert_eq!(still.query_one("select 3", &[]).await?.get::<_, i32>(0), 3);
     Ok(())
 }
+
+/// Whether the backend connection serving `proxy` is encrypted, after checking that named
+/// statements and a large result travel over it intact.
+async fn backend_ssl(proxy: std::net::SocketAddr) -> anyhow::Result<bool> {
+    let c = pgroute_tests::connect(proxy).await?;
+    let big: String = c
+        .query_one("select repeat('y', $1)", &[&300_000i32])
+        .await?
+        .get(0);
+    anyhow::ensure!(big.len() == 300_000, "truncated result");
+    Ok(c.query_one(
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+/// TLS towards the backend, in libpq's modes, against a PostgreSQL server with `ssl = on`.
+#[tokio::test]
+async fn backend_connections_use_tls_as_configured() -> anyhow::Result<()> {
+    use pgroute::config::ServerTlsMode;
+    let certs = TestCerts::generate()?;
+    certs.give_key_to_postgres()?;
+    let settings = vec![
+        ("ssl".to_owned(), "on".to_owned()),
+        (
+            "ssl_cert_file".to_owned(),
+            certs.cert_file().display().to_string(),
+        ),
+        (
+            "ssl_key_file".to_owned(),
+            certs.key_file().display().to_string(),
+        ),
+    ];
+    let cluster = tokio::task::spawn_blocking(move || {
+        pgroute_tests::Cluster::start(pgroute_tests::ClusterOptions {
+            replicas: 0,
+            settings,
+            ..Default::default()
+        })
+    })
+    .await??;
+    let primary = cluster.primary().addr();
+    for mode in [
+        ServerTlsMode::Prefer,
+        ServerTlsMode::Require,
+        ServerTlsMode::VerifyCa,
+        ServerTlsMode::VerifyFull,
+    ] {
+        let ca = certs.ca_file();
+        let proxy = pgroute_tests::start_proxy(primary, move |c| {
+            c.tls.server_mode = mode;
+            c.tls.server_ca_file = Some(ca);
+        })
+        .await?;
+        assert!(
+            backend_ssl(proxy.addr).await?,
+            "{mode:?}: backend connection not encrypted"
+        );
+    }
+    let plain =
+        pgroute_tests::start_proxy(primary, |c| c.tls.server_mode = ServerTlsMode::Disable).await?;
+    assert!(!backend_ssl(plain.addr).await?);
+
+    // A CA that did not sign the server's certificate: verify-ca refuses, with 08001 and the cause.
+    let other = TestCerts::generate()?;
+    let other_ca = other.ca_file();
+    let strict = pgroute_tests::start_proxy(primary, move |c| {
+        c.tls.server_mode = ServerTlsMode::VerifyCa;
+        c.tls.server_ca_file = Some(other_ca);
+    })
+    .await?;
+    let err = pgroute_tests::connect(strict.addr)
+        .await
+        .expect_err("untrusted backend certificate");
+    let code = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|e| e.code().cloned());
+    assert_eq!(
+        code,
+        Some(SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+        "{err:#}"
+    );
+    Ok(())
+}
+
+/// `require` towards a backend that answers N fails clearly instead of falling back to plaintext.
+#[tokio::test]
+async fn require_towards_a_plaintext_backend_fails_clearly() -> anyhow::Result<()> {
+    let stack = Stack::start(0, |c| {
+        c.tls.server_mode = pgroute::config::ServerTlsMode::Require
+    })
+    .await?;
+    let err = stack.connect().await.expect_err("backend has ssl=off");
+    assert!(
+        format!("{err:#}").contains("does not accept TLS"),
+        "{err:#}"
+    );
+    Ok(())
+}
