@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod limits;
 pub mod listener;
 pub mod pool;
 pub mod proxy;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::auth::Credentials;
 use crate::config::{BackendAddr, Config, ConfigError};
+use crate::limits::{NamedCounts, NamedSlot};
 use crate::pool::Pools;
 use crate::session::{CancelRegistry, SessionError};
 
@@ -19,6 +20,8 @@ pub struct Proxy {
     credentials: Arc<Credentials>,
     cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicU32>,
+    users: Arc<NamedCounts>,
+    databases: Arc<NamedCounts>,
     /// Swapped whole by [`Proxy::reload_tls`]; read once per SSLRequest.
     tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
 }
@@ -51,6 +54,7 @@ impl Proxy {
                 problem: "required".into(),
             })?;
         let tls = crate::tls::acceptor(&config.tls)?;
+        let cancels = CancelRegistry::new(config.server.max_cancels_per_second);
         let pools = Pools::new(
             config.pool.clone(),
             config.server.max_message_size,
@@ -62,8 +66,10 @@ impl Proxy {
             primary,
             pools,
             credentials,
-            cancels: Arc::new(CancelRegistry::default()),
+            cancels: Arc::new(cancels),
             clients: Arc::new(AtomicU32::new(0)),
+            users: Arc::default(),
+            databases: Arc::default(),
             tls: std::sync::RwLock::new(tls),
         }))
     }
@@ -131,6 +137,48 @@ impl Proxy {
             Err(SessionError::TooManyClients { max })
         }
     }
+}
+
+impl Proxy {
+    /// Takes the client's places under the per-user and per-database limits (after authentication,
+    /// so the user name is proven), or refuses with SQLSTATE 53300 naming the limit.
+    pub fn admit_login(&self, user: &str, database: &str) -> Result<LoginSlots, SessionError> {
+        let server = &self.config.server;
+        let user_slot =
+            match server.max_user_client_connections {
+                0 => None,
+                max => Some(self.users.admit(user, max).ok_or_else(|| {
+                    SessionError::TooManyForName {
+                        what: "user",
+                        name: user.to_owned(),
+                        key: "max_user_client_connections",
+                        max,
+                    }
+                })?),
+            };
+        let db_slot = match server.max_db_client_connections {
+            0 => None,
+            max => Some(self.databases.admit(database, max).ok_or_else(|| {
+                SessionError::TooManyForName {
+                    what: "database",
+                    name: database.to_owned(),
+                    key: "max_db_client_connections",
+                    max,
+                }
+            })?),
+        };
+        Ok(LoginSlots {
+            _user: user_slot,
+            _database: db_slot,
+        })
+    }
+}
+
+/// A client's places under the per-user and per-database limits.
+#[derive(Debug)]
+pub struct LoginSlots {
+    _user: Option<NamedSlot>,
+    _database: Option<NamedSlot>,
 }
 
 /// One admitted client; frees its place on drop.

@@ -63,6 +63,15 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Largest startup packet, in bytes. Default 10000. Reloadable for new connections.
     pub max_startup_packet: usize,
+    /// Most clients logged in as one user at once; one more gets SQLSTATE 53300. Default 0
+    /// (unlimited). PgBouncer's name. Reloadable.
+    pub max_user_client_connections: u32,
+    /// Most clients connected to one database at once; one more gets SQLSTATE 53300. Default 0
+    /// (unlimited). PgBouncer's name. Reloadable.
+    pub max_db_client_connections: u32,
+    /// CancelRequests forwarded per second, across all clients; more are dropped (and logged), so a
+    /// flood of cancels cannot become a flood of backend connections. Default 100. Reloadable.
+    pub max_cancels_per_second: NonZeroU32,
     /// Threads serving clients. Default 1: like PgBouncer, one core relays tens of thousands of
     /// transactions a second, and a sidecar should not compete with its application for CPU; raise it for
     /// very busy pods. Restart to change.
@@ -78,6 +87,9 @@ impl Default for ServerConfig {
             client_login_timeout: Duration::from_secs(15),
             max_message_size: 1 << 30,
             max_startup_packet: 10_000,
+            max_user_client_connections: 0,
+            max_db_client_connections: 0,
+            max_cancels_per_second: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             workers: NonZeroUsize::MIN,
         }
     }

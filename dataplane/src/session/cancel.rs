@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -28,12 +30,49 @@ struct Slot {
 }
 
 /// Every connected client's key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CancelRegistry {
     clients: Mutex<HashMap<u32, Arc<Slot>>>,
+    rate: Mutex<TokenBucket>,
+}
+
+/// Cancels forwarded per second: each forwarded cancel opens a backend connection (a process fork in
+/// PostgreSQL), so a flood of them is throttled here.
+#[derive(Debug)]
+struct TokenBucket {
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.per_second);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl CancelRegistry {
+    /// A registry forwarding at most `per_second` cancels a second (bursts up to the same number).
+    pub fn new(per_second: NonZeroU32) -> CancelRegistry {
+        let per_second = f64::from(per_second.get());
+        CancelRegistry {
+            clients: Mutex::new(HashMap::new()),
+            rate: Mutex::new(TokenBucket {
+                per_second,
+                tokens: per_second,
+                last: Instant::now(),
+            }),
+        }
+    }
+
     /// Issues a fresh key for a client; the returned handle unregisters on drop.
     pub fn register(self: &Arc<Self>) -> CancelHandle {
         let secret = rand::random();
@@ -77,6 +116,15 @@ impl CancelRegistry {
             tracing::debug!(pid, "cancel for an idle or unknown client ignored");
             return;
         };
+        let allowed = self
+            .rate
+            .lock()
+            .map(|mut b| b.take(Instant::now()))
+            .unwrap_or(false);
+        if !allowed {
+            tracing::warn!(pid, "cancel dropped: max_cancels_per_second reached");
+            return;
+        }
         let request = pgroute_protocol::startup::cancel_request(target.key.pid, target.key.secret);
         match TcpStream::connect(target.addr).await {
             Ok(mut s) => {
@@ -132,11 +180,31 @@ impl Drop for CancelHandle {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
+    fn bucket_allows_the_rate_and_refills() {
+        let start = Instant::now();
+        let mut b = TokenBucket {
+            per_second: 2.0,
+            tokens: 2.0,
+            last: start,
+        };
+        assert!(b.take(start));
+        assert!(b.take(start));
+        assert!(!b.take(start), "burst is capped at the rate");
+        assert!(
+            b.take(start + Duration::from_millis(500)),
+            "half a second refills one"
+        );
+        assert!(!b.take(start + Duration::from_millis(500)));
+    }
+
+    #[test]
     fn keys_are_unique_and_unregistered_on_drop() {
-        let r = Arc::new(CancelRegistry::default());
+        let r = Arc::new(CancelRegistry::new(NonZeroU32::MIN));
         let a = r.register();
         let b = r.register();
         assert_ne!(a.pid(), b.pid());
@@ -151,7 +219,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let r = Arc::new(CancelRegistry::default());
+        let r = Arc::new(CancelRegistry::new(NonZeroU32::MIN));
         let h = r.register();
         r.cancel(h.pid(), h.secret()).await; // idle: no target
         h.set_target(Some(CancelTarget {

@@ -24,6 +24,13 @@ pub enum SessionError {
     TlsRequired,
     #[error("sorry, too many clients already: max_client_conn ({max}) reached")]
     TooManyClients { max: u32 },
+    #[error("too many connections for {what} \"{name}\": {key} ({max}) reached")]
+    TooManyForName {
+        what: &'static str,
+        name: String,
+        key: &'static str,
+        max: u32,
+    },
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
     #[error("{0}")]
@@ -59,7 +66,9 @@ impl SessionError {
             | SessionError::TlsHandshake(_) => return None,
             SessionError::TlsRequired => ("FATAL", "28000"),
             SessionError::Protocol(_) => ("FATAL", "08P01"),
-            SessionError::TooManyClients { .. } => ("FATAL", "53300"),
+            SessionError::TooManyClients { .. } | SessionError::TooManyForName { .. } => {
+                ("FATAL", "53300")
+            }
             SessionError::NoUser => ("FATAL", "28000"),
             SessionError::StartupParameter(_) => ("FATAL", "08P01"),
             SessionError::Replication => ("FATAL", "0A000"),

@@ -170,6 +170,7 @@ async fn login(
         .unwrap_or(&user)
         .to_owned();
     handshake::authenticate(client, &user, config.auth.auth_type, proxy.credentials()).await?;
+    let login_slots = proxy.admit_login(&user, &database)?;
     let pool = proxy.pools().get(&PoolKey {
         backend: proxy.primary().clone(),
         database,
@@ -199,6 +200,7 @@ async fn login(
         cancel,
         held: None,
         _slot: slot,
+        _login_slots: login_slots,
     }))
 }
 
@@ -264,6 +266,7 @@ struct Session {
     /// Session mode: the connection held for the client's lifetime.
     held: Option<PooledConn>,
     _slot: ClientSlot,
+    _login_slots: crate::proxy::LoginSlots,
 }
 
 impl Session {

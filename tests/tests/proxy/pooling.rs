@@ -256,3 +256,65 @@ async fn startup_options_apply_to_their_client_only() -> anyhow::Result<()> {
     assert!(msg.contains("replication"), "{msg}");
     Ok(())
 }
+
+/// `max_user_client_connections` and `max_db_client_connections` refuse one client too many with
+/// FATAL 53300 naming the limit, count per user and per database, and free a place when a client leaves.
+#[tokio::test]
+async fn per_user_and_per_database_client_limits() -> anyhow::Result<()> {
+    let stack = Stack::start(0, |c| {
+        c.server.max_user_client_connections = 2;
+        c.server.max_db_client_connections = 2;
+    })
+    .await?;
+    stack
+        .connect_direct()
+        .await?
+        .batch_execute("CREATE ROLE other LOGIN")
+        .await?;
+    let first = stack.connect().await?;
+    let _second = stack.connect().await?;
+    let err = stack.connect().await.expect_err("third for user postgres");
+    assert!(
+        format!("{err:#}").contains("max_user_client_connections (2)"),
+        "{err:#}"
+    );
+    // Another user may connect to another database...
+    let elsewhere = pgroute_tests::connect_conninfo(&format!(
+        "host={} port={} user=other dbname=template1",
+        stack.addr().ip(),
+        stack.addr().port()
+    ))
+    .await?;
+    assert_eq!(
+        elsewhere.query_one("select 1", &[]).await?.get::<_, i32>(0),
+        1
+    );
+    // ...but not to the full one.
+    let err = pgroute_tests::connect_conninfo(&format!(
+        "host={} port={} user=other dbname=postgres",
+        stack.addr().ip(),
+        stack.addr().port()
+    ))
+    .await
+    .expect_err("third for database postgres");
+    assert!(
+        format!("{err:#}").contains("max_db_client_connections (2)"),
+        "{err:#}"
+    );
+    drop(first);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match stack.connect().await {
+            Ok(c) => {
+                assert_eq!(c.query_one("select 1", &[]).await?.get::<_, i32>(0), 1);
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.context("no place freed after a client left")),
+        }
+    }
+    Ok(())
+}
