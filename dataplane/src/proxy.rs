@@ -91,12 +91,12 @@ impl Proxy {
     }
 
     /// The TLS acceptor, when client-facing TLS is enabled.
-    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+    pub fn tls(&self) -> Option<crate::tls::Acceptor> {
         let tls = self
             .tls
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tls.as_ref().map(|a| a.inner().clone())
+        tls.clone()
     }
 
     /// Re-reads the TLS certificate and key (SIGHUP). Connections already using TLS keep their

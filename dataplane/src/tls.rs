@@ -28,13 +28,44 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A configured TLS acceptor (opaque in logs: it holds the private key).
+/// A configured TLS acceptor (opaque in logs: it holds the private key), with the certificate's
+/// `tls-server-end-point` channel-binding data.
 #[derive(Clone)]
-pub struct Acceptor(TlsAcceptor);
+pub struct Acceptor {
+    acceptor: TlsAcceptor,
+    end_point: Option<Arc<[u8]>>,
+}
 
 impl Acceptor {
     pub fn inner(&self) -> &TlsAcceptor {
-        &self.0
+        &self.acceptor
+    }
+
+    /// RFC 5929 `tls-server-end-point` data for SCRAM-SHA-256-PLUS, when the certificate's signature
+    /// algorithm defines one.
+    pub fn end_point(&self) -> Option<&Arc<[u8]>> {
+        self.end_point.as_ref()
+    }
+}
+
+/// The certificate hashed with its signature's hash function (SHA-256 for MD5 and SHA-1, per
+/// RFC 5929), as PostgreSQL computes it. `None` for algorithms without a defined hash (Ed25519,
+/// RSA-PSS): SCRAM-SHA-256-PLUS is then not offered.
+fn end_point_hash(cert: &[u8]) -> Option<Arc<[u8]>> {
+    use sha2::Digest;
+    const RSA: [u8; 8] = [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01];
+    const ECDSA: [u8; 6] = [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04];
+    let has = |oid: &[u8]| cert.windows(oid.len()).any(|w| w == oid);
+    let rsa = |last: u8| has(&[&RSA[..], &[last]].concat());
+    let ecdsa = |tail: &[u8]| has(&[&ECDSA[..], tail].concat());
+    if rsa(0x0C) || ecdsa(&[0x03, 0x03]) {
+        Some(Arc::from(&sha2::Sha384::digest(cert)[..]))
+    } else if rsa(0x0D) || ecdsa(&[0x03, 0x04]) {
+        Some(Arc::from(&sha2::Sha512::digest(cert)[..]))
+    } else if rsa(0x0B) || rsa(0x05) || rsa(0x04) || ecdsa(&[0x03, 0x02]) || ecdsa(&[0x01]) {
+        Some(Arc::from(&sha2::Sha256::digest(cert)[..]))
+    } else {
+        None
     }
 }
 
@@ -53,6 +84,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsError> {
         return Ok(None); // validate() already refused this combination
     };
     let certs = certificates(cert_file)?;
+    let end_point = certs.first().and_then(|c| end_point_hash(c));
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Pem {
         key: "tls.key_file",
         path: key_file.clone(),
@@ -63,7 +95,10 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    Ok(Some(Acceptor(TlsAcceptor::from(Arc::new(server)))))
+    Ok(Some(Acceptor {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        end_point,
+    }))
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -5,7 +5,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pgroute::auth::{ScramExchange, ScramVerifier, Secret};
+use pgroute::auth::{
+    Binding, ScramExchange, ScramVerifier, Secret, SCRAM_MECHANISM, SCRAM_MECHANISM_PLUS,
+};
 
 /// Deriving a verifier takes 4096 HMAC rounds: once per fuzzing process, not per input.
 static VERIFIER: OnceLock<Option<ScramVerifier>> = OnceLock::new();
@@ -19,7 +21,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let split = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
     let (first, last) = data.split_at(split);
-    if let Ok(exchange) = ScramExchange::start(verifier, first) {
+    // The second byte picks the mechanism and whether binding was offered, as a server would see them.
+    let choice = data.get(1).copied().unwrap_or(0);
+    let mechanism = if choice & 1 == 0 {
+        SCRAM_MECHANISM
+    } else {
+        SCRAM_MECHANISM_PLUS
+    };
+    let binding = if choice & 2 == 0 {
+        Binding::NotOffered
+    } else {
+        Binding::Offered(b"end-point-hash")
+    };
+    if let Ok(exchange) = ScramExchange::start(verifier, mechanism, first, binding) {
         let _ = exchange.finish(last);
     }
 });

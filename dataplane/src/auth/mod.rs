@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use md5::Md5Challenge;
-pub use scram::{ScramError, ScramExchange, ScramVerifier, MECHANISM as SCRAM_MECHANISM};
+pub use scram::{
+    Binding, ScramError, ScramExchange, ScramVerifier, MECHANISM as SCRAM_MECHANISM,
+    MECHANISM_PLUS as SCRAM_MECHANISM_PLUS,
+};
 pub use userlist::UserListError;
 
 /// A stored credential, as the auth file gives it.

@@ -13,6 +13,17 @@ use super::md5::constant_time_eq;
 use super::Secret;
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// SCRAM with channel binding (`tls-server-end-point`), offered on TLS connections.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// Channel binding on this connection, as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// Not offered (plaintext, or a certificate whose end-point hash is not defined).
+    NotOffered,
+    /// Offered: the `tls-server-end-point` data of the server certificate.
+    Offered(&'a [u8]),
+}
 
 /// A stored SCRAM-SHA-256 verifier: `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,6 +78,12 @@ pub enum ScramError {
     Malformed(&'static str),
     #[error("client requires channel binding, which needs TLS")]
     ChannelBindingUnsupported,
+    #[error(
+        "client says the server does not support channel binding, but it was offered (downgrade?)"
+    )]
+    BindingDowngrade,
+    #[error("channel binding data does not match this connection")]
+    BindingMismatch,
     #[error("wrong password")]
     WrongProof,
 }
@@ -78,23 +95,38 @@ pub struct ScramExchange {
     client_first_bare: String,
     server_first: String,
     nonce: String,
+    /// The `c=` attribute the client-final message must carry: base64 of the gs2 header and, with
+    /// channel binding, the binding data.
+    expected_binding: String,
 }
 
 impl ScramExchange {
-    /// Takes the client-first message and returns the exchange and the server-first message to send.
+    /// Takes the mechanism the client chose and its client-first message; returns the exchange
+    /// (whose server-first message is to be sent next).
     pub fn start(
         verifier: ScramVerifier,
+        mechanism: &str,
         client_first: &[u8],
+        binding: Binding<'_>,
     ) -> Result<ScramExchange, ScramError> {
         let text = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("utf-8"))?;
-        let bare = match text.as_bytes().first() {
-            Some(b'n') | Some(b'y') => text
-                .splitn(3, ',')
-                .nth(2)
-                .ok_or(ScramError::Malformed("gs2 header"))?,
-            Some(b'p') => return Err(ScramError::ChannelBindingUnsupported),
+        let mut parts = text.splitn(3, ',');
+        let (Some(flag), Some(authzid), Some(bare)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ScramError::Malformed("gs2 header"));
+        };
+        let header = &text[..flag.len() + authzid.len() + 2];
+        let plus = mechanism == MECHANISM_PLUS;
+        let binding_data: &[u8] = match (flag, plus, binding) {
+            ("p=tls-server-end-point", true, Binding::Offered(data)) => data,
+            (f, _, _) if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+            ("y", false, Binding::Offered(_)) => return Err(ScramError::BindingDowngrade),
+            ("n" | "y", false, _) => &[],
             _ => return Err(ScramError::Malformed("gs2 header")),
         };
+        let mut cbind_input = header.as_bytes().to_vec();
+        cbind_input.extend_from_slice(binding_data);
+        let expected_binding = STANDARD.encode(cbind_input);
         let client_nonce = bare
             .split(',')
             .find_map(|a| a.strip_prefix("r="))
@@ -112,6 +144,7 @@ impl ScramExchange {
             client_first_bare: bare.to_owned(),
             server_first,
             nonce,
+            expected_binding,
         })
     }
 
@@ -134,9 +167,8 @@ impl ScramExchange {
                 nonce = Some(r);
             }
         }
-        // Only "n,," / "y,," are accepted at start, and their base64 forms are these.
-        if !matches!(binding, Some("biws") | Some("eSws")) {
-            return Err(ScramError::Malformed("channel binding"));
+        if binding != Some(self.expected_binding.as_str()) {
+            return Err(ScramError::BindingMismatch);
         }
         if nonce != Some(self.nonce.as_str()) {
             return Err(ScramError::Malformed("nonce mismatch"));
@@ -184,7 +216,8 @@ mod tests {
             ScramVerifier::for_secret(&Secret::Plain(stored_password.into())).expect("verifier");
         let mut client =
             ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
-        let exchange = ScramExchange::start(verifier, client.message())?;
+        let exchange =
+            ScramExchange::start(verifier, MECHANISM, client.message(), Binding::NotOffered)?;
         client
             .update(exchange.server_first().as_bytes())
             .expect("client accepts server-first");
@@ -193,6 +226,46 @@ mod tests {
             .finish(server_final.as_bytes())
             .expect("client verifies the server");
         Ok(())
+    }
+
+    fn run_plus(client_hash: &[u8], server_hash: &[u8]) -> Result<(), ScramError> {
+        let verifier = ScramVerifier::for_secret(&Secret::Plain("pw".into())).expect("verifier");
+        let mut client = ScramSha256::new(
+            b"pw",
+            ChannelBinding::tls_server_end_point(client_hash.to_vec()),
+        );
+        let exchange = ScramExchange::start(
+            verifier,
+            MECHANISM_PLUS,
+            client.message(),
+            Binding::Offered(server_hash),
+        )?;
+        client
+            .update(exchange.server_first().as_bytes())
+            .expect("client accepts server-first");
+        let server_final = exchange.finish(client.message())?;
+        client
+            .finish(server_final.as_bytes())
+            .expect("client verifies the server");
+        Ok(())
+    }
+
+    #[test]
+    fn channel_binding_succeeds_only_with_the_same_certificate_hash() {
+        assert_eq!(run_plus(b"hash-of-our-cert", b"hash-of-our-cert"), Ok(()));
+        assert_eq!(
+            run_plus(b"hash-the-client-saw", b"hash-of-our-cert"),
+            Err(ScramError::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn client_claiming_no_server_binding_support_is_refused_when_it_was_offered() {
+        let v = ScramVerifier::for_secret(&Secret::Plain("x".into())).expect("verifier");
+        assert_eq!(
+            ScramExchange::start(v, MECHANISM, b"y,,n=,r=abc", Binding::Offered(b"h")).map(|_| ()),
+            Err(ScramError::BindingDowngrade)
+        );
     }
 
     #[test]
@@ -209,7 +282,13 @@ mod tests {
     fn channel_binding_request_is_refused_without_tls() {
         let v = ScramVerifier::for_secret(&Secret::Plain("x".into())).expect("verifier");
         assert_eq!(
-            ScramExchange::start(v, b"p=tls-server-end-point,,n=,r=abc").map(|_| ()),
+            ScramExchange::start(
+                v,
+                MECHANISM,
+                b"p=tls-server-end-point,,n=,r=abc",
+                Binding::NotOffered
+            )
+            .map(|_| ()),
             Err(ScramError::ChannelBindingUnsupported)
         );
     }

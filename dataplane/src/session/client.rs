@@ -87,6 +87,8 @@ impl AsyncWrite for ClientStream {
 #[derive(Debug)]
 pub(crate) struct ClientConn {
     pub(crate) stream: ClientStream,
+    /// The server certificate's channel-binding data, once this connection uses TLS.
+    pub(crate) tls_end_point: Option<std::sync::Arc<[u8]>>,
     pub(crate) reader: FrameReader,
     pub(crate) out: BytesMut,
 }
@@ -95,6 +97,7 @@ impl ClientConn {
     pub(crate) fn new(stream: TcpStream, max_message_size: usize) -> ClientConn {
         ClientConn {
             stream: ClientStream::Plain(stream),
+            tls_end_point: None,
             reader: FrameReader::new(max_message_size).with_read_chunk(2048),
             out: BytesMut::new(),
         }

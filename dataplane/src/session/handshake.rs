@@ -12,11 +12,11 @@ use pgroute_protocol::startup::{parse_startup, StartupParams, StartupRequest};
 use pgroute_protocol::ProtocolError;
 use tokio::io::AsyncWriteExt;
 
-use tokio_rustls::TlsAcceptor;
+use crate::tls::Acceptor;
 
 use super::client::{ClientConn, ClientStream};
 use super::SessionError;
-use crate::auth::{Credentials, Md5Challenge, ScramExchange, ScramVerifier};
+use crate::auth::{Binding, Credentials, Md5Challenge, ScramExchange, ScramVerifier};
 use crate::config::AuthType;
 
 pub(crate) enum Opening {
@@ -30,7 +30,7 @@ pub(crate) enum Opening {
 pub(crate) async fn opening(
     client: &mut ClientConn,
     max_startup: usize,
-    tls: Option<&TlsAcceptor>,
+    tls: Option<&Acceptor>,
 ) -> Result<Opening, SessionError> {
     loop {
         let packet = loop {
@@ -80,7 +80,7 @@ fn is_ssl(packet: &[u8]) -> bool {
 }
 
 /// Runs the TLS handshake on the client's socket and continues the session over it.
-async fn upgrade(client: &mut ClientConn, acceptor: &TlsAcceptor) -> Result<(), SessionError> {
+async fn upgrade(client: &mut ClientConn, acceptor: &Acceptor) -> Result<(), SessionError> {
     let ClientStream::Plain(tcp) = std::mem::replace(&mut client.stream, ClientStream::Closed)
     else {
         return Err(SessionError::ClientIo(
@@ -88,10 +88,12 @@ async fn upgrade(client: &mut ClientConn, acceptor: &TlsAcceptor) -> Result<(), 
         ));
     };
     let tls = acceptor
+        .inner()
         .accept(tcp)
         .await
         .map_err(SessionError::TlsHandshake)?;
     client.stream = ClientStream::Tls(Box::new(tls));
+    client.tls_end_point = acceptor.end_point().cloned();
     Ok(())
 }
 
@@ -120,18 +122,34 @@ pub(crate) async fn authenticate(
             }
         }
         AuthType::ScramSha256 => {
-            backend::auth_sasl(&mut client.out, &[crate::auth::SCRAM_MECHANISM]);
+            let end_point = client.tls_end_point.clone();
+            let binding = match &end_point {
+                Some(data) => Binding::Offered(data),
+                None => Binding::NotOffered,
+            };
+            if end_point.is_some() {
+                backend::auth_sasl(
+                    &mut client.out,
+                    &[
+                        crate::auth::SCRAM_MECHANISM_PLUS,
+                        crate::auth::SCRAM_MECHANISM,
+                    ],
+                );
+            } else {
+                backend::auth_sasl(&mut client.out, &[crate::auth::SCRAM_MECHANISM]);
+            }
             client.flush_out().await?;
             let initial = password_message(client).await?;
-            let client_first = sasl_initial_response(&initial)?;
+            let (mechanism, client_first) = sasl_initial_response(&initial)?;
             let verifier = credentials
                 .secret(user)
                 .and_then(ScramVerifier::for_secret)
                 .ok_or_else(failed)?;
-            let exchange = ScramExchange::start(verifier, client_first).map_err(|e| {
-                tracing::info!(user, error = %e, "SCRAM exchange refused");
-                failed()
-            })?;
+            let exchange = ScramExchange::start(verifier, mechanism, client_first, binding)
+                .map_err(|e| {
+                    tracing::info!(user, error = %e, "SCRAM exchange refused");
+                    failed()
+                })?;
             backend::auth_sasl_data(&mut client.out, 11, exchange.server_first().as_bytes());
             client.flush_out().await?;
             let client_final = password_message(client).await?;
@@ -156,14 +174,14 @@ async fn password_message(client: &mut ClientConn) -> Result<Bytes, SessionError
     Ok(frame.bytes.slice(5..))
 }
 
-/// The client-first message inside a SASLInitialResponse (mechanism, length, data).
-fn sasl_initial_response(body: &[u8]) -> Result<&[u8], SessionError> {
+/// The mechanism and client-first message of a SASLInitialResponse (mechanism, length, data).
+fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), SessionError> {
     let malformed = || ProtocolError::Malformed {
         what: "SASLInitialResponse",
     };
     let mut b = body;
     let mechanism = read_cstr(&mut b, "SASLInitialResponse")?;
-    if mechanism != crate::auth::SCRAM_MECHANISM {
+    if mechanism != crate::auth::SCRAM_MECHANISM && mechanism != crate::auth::SCRAM_MECHANISM_PLUS {
         return Err(malformed().into());
     }
     let (len, data) = b.split_at_checked(4).ok_or_else(malformed)?;
@@ -171,5 +189,5 @@ fn sasl_initial_response(body: &[u8]) -> Result<&[u8], SessionError> {
     if len < 0 || len as usize != data.len() {
         return Err(malformed().into());
     }
-    Ok(data)
+    Ok((mechanism, data))
 }

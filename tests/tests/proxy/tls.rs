@@ -271,3 +271,58 @@ async fn require_towards_a_plaintext_backend_fails_clearly() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// SCRAM-SHA-256-PLUS: over TLS the proxy offers channel binding (`tls-server-end-point`), and clients
+/// that require it log in; a wrong password still fails.
+#[tokio::test]
+async fn scram_channel_binding_over_tls() -> anyhow::Result<()> {
+    let certs = TestCerts::generate()?;
+    let auth_file = certs.dir().join("userlist.txt");
+    std::fs::write(&auth_file, "\"postgres\" \"bound-secret\"\n")?;
+    let (cert, key) = (certs.cert_file(), certs.key_file());
+    let stack = Stack::start(0, move |c| {
+        c.tls.mode = TlsMode::Require;
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+        c.auth.auth_type = pgroute::config::AuthType::ScramSha256;
+        c.auth.file = Some(auth_file);
+    })
+    .await?;
+    let conninfo = |password: &str| {
+        format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require channel_binding=require password={password}",
+            stack.addr().port()
+        )
+    };
+    let (client, conn) =
+        tokio_postgres::connect(&conninfo("bound-secret"), certs.connector()?).await?;
+    tokio::spawn(conn);
+    assert_eq!(client.query_one("select 1", &[]).await?.get::<_, i32>(0), 1);
+    let err = tokio_postgres::connect(&conninfo("wrong"), certs.connector()?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("wrong password accepted"))?;
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{err:?}");
+
+    // libpq (psql) with channel_binding=require agrees on the binding data.
+    let out = tokio::process::Command::new(stack.cluster.bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-d",
+            &conninfo("bound-secret"),
+            "-c",
+            "select 'bound'",
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "bound");
+    Ok(())
+}
