@@ -93,6 +93,11 @@ async fn startup_packet_over_the_limit_is_refused() -> anyhow::Result<()> {
         message.contains("10001") && message.contains("10000"),
         "{message}"
     );
+    // A declared length of 2^31 bytes: refused at once, nothing allocated for it.
+    let mut raw = RawClient::connect(stack.addr()).await?;
+    raw.raw(&(1u32 << 31).to_be_bytes()).flush().await?;
+    let message = raw.expect_fatal("08P01").await?;
+    assert!(message.contains("2147483648"), "{message}");
     // Too short to hold even a protocol version.
     let mut raw = RawClient::connect(stack.addr()).await?;
     raw.raw(&4u32.to_be_bytes()).flush().await?;
