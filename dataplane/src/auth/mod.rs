@@ -42,6 +42,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     users: HashMap<String, Secret>,
+    /// SCRAM verifiers for every user whose secret allows SCRAM, derived once at load.
+    verifiers: HashMap<String, ScramVerifier>,
 }
 
 impl Credentials {
@@ -50,9 +52,17 @@ impl Credentials {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Credentials {
-            users: userlist::parse(&text)?,
-        })
+        let users = userlist::parse(&text)?;
+        let verifiers = users
+            .iter()
+            .filter_map(|(u, s)| ScramVerifier::for_secret(s).map(|v| (u.clone(), v)))
+            .collect();
+        Ok(Credentials { users, verifiers })
+    }
+
+    /// The SCRAM verifier for `user`, if its secret allows SCRAM.
+    pub fn scram_verifier(&self, user: &str) -> Option<&ScramVerifier> {
+        self.verifiers.get(user)
     }
 
     pub fn secret(&self, user: &str) -> Option<&Secret> {

@@ -1,8 +1,9 @@
 //! The start of a client connection: the untagged opening packets, then authentication.
 //!
-//! SSLRequest and GSSENCRequest are answered `N` (TLS arrives with the security issue); a client that
-//! sends anything after an SSLRequest before reading the answer is cut off, because those bytes would be
-//! taken as part of an encrypted stream once TLS exists (the CVE-2021-23214 class of bug).
+//! SSLRequest is answered `S` and the socket upgraded when client-facing TLS is configured, `N`
+//! otherwise; GSSENCRequest is always `N`. A client that sends anything after an encryption request
+//! before reading the answer is cut off, because those plaintext bytes would otherwise be taken as part
+//! of the encrypted stream (the CVE-2021-23214 class of bug).
 
 use bytes::Bytes;
 use pgroute_protocol::backend;
@@ -16,7 +17,7 @@ use crate::tls::Acceptor;
 
 use super::client::{ClientConn, ClientStream};
 use super::SessionError;
-use crate::auth::{Binding, Credentials, Md5Challenge, ScramExchange, ScramVerifier};
+use crate::auth::{Binding, Credentials, Md5Challenge, ScramExchange};
 use crate::config::AuthType;
 
 pub(crate) enum Opening {
@@ -142,8 +143,8 @@ pub(crate) async fn authenticate(
             let initial = password_message(client).await?;
             let (mechanism, client_first) = sasl_initial_response(&initial)?;
             let verifier = credentials
-                .secret(user)
-                .and_then(ScramVerifier::for_secret)
+                .scram_verifier(user)
+                .cloned()
                 .ok_or_else(failed)?;
             let exchange = ScramExchange::start(verifier, mechanism, client_first, binding)
                 .map_err(|e| {
