@@ -104,5 +104,12 @@ pub async fn connect_conninfo(conninfo: &str) -> anyhow::Result<tokio_postgres::
     Ok(client)
 }
 
+/// The SQLSTATE a driver reported somewhere in an error's chain (e.g. a failed `connect`).
+pub fn sqlstate(err: &anyhow::Error) -> Option<tokio_postgres::error::SqlState> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|e| e.code().cloned())
+}
+
 /// Shares one proxy handle across tasks.
 pub type SharedProxy = Arc<pgroute::Proxy>;

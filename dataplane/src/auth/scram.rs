@@ -212,13 +212,18 @@ mod tests {
 
     use super::*;
 
-    fn run(stored_password: &str, client_password: &str) -> Result<(), ScramError> {
+    /// A full exchange between postgres-protocol's SCRAM client and the server side here.
+    fn exchange(
+        stored_password: &str,
+        client_password: &str,
+        client_binding: ChannelBinding,
+        mechanism: &str,
+        server_binding: Binding<'_>,
+    ) -> Result<(), ScramError> {
         let verifier =
             ScramVerifier::for_secret(&Secret::Plain(stored_password.into())).expect("verifier");
-        let mut client =
-            ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
-        let exchange =
-            ScramExchange::start(verifier, MECHANISM, client.message(), Binding::NotOffered)?;
+        let mut client = ScramSha256::new(client_password.as_bytes(), client_binding);
+        let exchange = ScramExchange::start(verifier, mechanism, client.message(), server_binding)?;
         client
             .update(exchange.server_first().as_bytes())
             .expect("client accepts server-first");
@@ -229,26 +234,24 @@ mod tests {
         Ok(())
     }
 
+    fn run(stored_password: &str, client_password: &str) -> Result<(), ScramError> {
+        exchange(
+            stored_password,
+            client_password,
+            ChannelBinding::unsupported(),
+            MECHANISM,
+            Binding::NotOffered,
+        )
+    }
+
     fn run_plus(client_hash: &[u8], server_hash: &[u8]) -> Result<(), ScramError> {
-        let verifier = ScramVerifier::for_secret(&Secret::Plain("pw".into())).expect("verifier");
-        let mut client = ScramSha256::new(
-            b"pw",
+        exchange(
+            "pw",
+            "pw",
             ChannelBinding::tls_server_end_point(client_hash.to_vec()),
-        );
-        let exchange = ScramExchange::start(
-            verifier,
             MECHANISM_PLUS,
-            client.message(),
             Binding::Offered(server_hash),
-        )?;
-        client
-            .update(exchange.server_first().as_bytes())
-            .expect("client accepts server-first");
-        let server_final = exchange.finish(client.message())?;
-        client
-            .finish(server_final.as_bytes())
-            .expect("client verifies the server");
-        Ok(())
+        )
     }
 
     #[test]

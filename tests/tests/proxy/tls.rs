@@ -54,12 +54,8 @@ async fn tokio_postgres_over_tls_and_plaintext_refused_under_require() -> anyhow
     let err = pgroute_tests::connect(stack.addr())
         .await
         .expect_err("plaintext refused");
-    let db = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
-        .and_then(|e| e.code().cloned());
     assert_eq!(
-        db,
+        pgroute_tests::sqlstate(&err),
         Some(SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
         "{err:#}"
     );
@@ -245,12 +241,8 @@ async fn backend_connections_use_tls_as_configured() -> anyhow::Result<()> {
     let err = pgroute_tests::connect(strict.addr)
         .await
         .expect_err("untrusted backend certificate");
-    let code = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
-        .and_then(|e| e.code().cloned());
     assert_eq!(
-        code,
+        pgroute_tests::sqlstate(&err),
         Some(SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
         "{err:#}"
     );
