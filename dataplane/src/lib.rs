@@ -13,6 +13,7 @@ pub mod listener;
 pub mod pool;
 pub mod proxy;
 pub mod session;
+pub mod stream;
 pub mod tls;
 
 use std::net::SocketAddr;

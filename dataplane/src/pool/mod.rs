@@ -10,7 +10,6 @@
 mod connect;
 mod maintain;
 mod server;
-mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -22,10 +21,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::Credentials;
 use crate::config::{BackendAddr, PoolConfig};
 
+pub use crate::stream::ServerStream;
 pub(crate) use connect::read_frame;
 pub use connect::{ConnectError, ConnectOptions};
 pub use server::{BackendKey, ServerConn};
-pub use stream::ServerStream;
 
 /// ParameterStatus values a backend reported at login, shared by every client of the pool.
 pub type ServerParams = Arc<Vec<(String, String)>>;

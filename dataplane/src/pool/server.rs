@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use pgroute_protocol::FrameReader;
 
 use super::ServerStream;
+use crate::stream::OverTcp;
 
 use crate::session::{BackendStatements, SessionVars};
 
@@ -96,8 +97,9 @@ impl ServerConn {
             // from an idle backend mean trouble, as above).
             ServerStream::Tls(tls) => {
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                tls.get_ref().0.poll_read_ready(&mut cx).is_pending()
+                tls.tcp().poll_read_ready(&mut cx).is_pending()
             }
+            ServerStream::Closed => false,
         }
     }
 }

@@ -1,88 +1,14 @@
 //! The client side of a session: its socket, its read buffer, and a reusable buffer for what the proxy
 //! itself says to it.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::BytesMut;
 use pgroute_protocol::frame::Frame;
 use pgroute_protocol::{backend, FrameReader};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use super::SessionError;
-
-/// The client's socket, plain or TLS. Plain TCP keeps its zero-cost split and readiness wait; TLS goes
-/// through rustls.
-#[derive(Debug)]
-pub(crate) enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only while the socket is being handed to the TLS handshake; a failed handshake ends the
-    /// connection, so nothing ever reads or writes this state.
-    Closed,
-}
-
-impl ClientStream {
-    /// The TCP socket underneath (for readiness, peeking at end of stream, addresses).
-    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(s) => Some(s.get_ref().0),
-            ClientStream::Closed => None,
-        }
-    }
-
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            ClientStream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            ClientStream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            ClientStream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            ClientStream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
+pub(crate) use crate::stream::ClientStream;
 
 #[derive(Debug)]
 pub(crate) struct ClientConn {

@@ -89,6 +89,7 @@ pub(crate) async fn run(
         (ClientStream::Closed, _) => {
             Err(RelayError::Client(std::io::ErrorKind::NotConnected.into()))
         }
+        (_, ServerStream::Closed) => Err(RelayError::Server("no backend socket".into())),
     }
 }
 
