@@ -23,6 +23,7 @@ pub const COMMAND_COMPLETE: u8 = b'C';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 pub const PARSE_COMPLETE: u8 = b'1';
 pub const CLOSE_COMPLETE: u8 = b'3';
+pub const DATA_ROW: u8 = b'D';
 
 /// Transaction status carried by ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,31 @@ pub fn auth_request(body: &[u8]) -> Result<AuthRequest<'_>, ProtocolError> {
         12 => AuthRequest::SaslFinal { data: b },
         code => AuthRequest::Unsupported { code },
     })
+}
+
+/// The column values of a DataRow (`None` for SQL NULL), as sent (text or binary per the Bind).
+pub fn data_row_values(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let what = "DataRow";
+    let mut b = body;
+    let (count, rest) = b
+        .split_at_checked(2)
+        .ok_or(ProtocolError::Malformed { what })?;
+    b = rest;
+    let count = i16::from_be_bytes([count[0], count[1]]);
+    let mut values = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count {
+        let len = read_i32(&mut b, what)?;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let (value, rest) = b
+            .split_at_checked(len as usize)
+            .ok_or(ProtocolError::Malformed { what })?;
+        values.push(Some(value));
+        b = rest;
+    }
+    Ok(values)
 }
 
 /// The fields of an ErrorResponse or NoticeResponse that people and the proxy care about.
@@ -244,6 +270,14 @@ mod tests {
         assert_eq!(f.severity, "FATAL");
         assert_eq!(f.code, "53300");
         assert_eq!(f.message, "too many clients");
+    }
+
+    #[test]
+    fn data_row_values_with_null_and_truncation() {
+        let body = [0, 2, 0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(data_row_values(&body), Ok(vec![Some(&b"hi"[..]), None]));
+        assert!(data_row_values(&body[..7]).is_err());
+        assert!(data_row_values(&[0]).is_err());
     }
 
     #[test]

@@ -83,6 +83,49 @@ pub fn query(out: &mut BytesMut, sql: &str) {
     finish_message(out, at);
 }
 
+/// Encodes a Parse message with unspecified parameter types (the server infers them).
+pub fn parse(out: &mut BytesMut, name: &str, sql: &str) {
+    let at = begin_message(out, PARSE);
+    put_cstr(out, name);
+    put_cstr(out, sql);
+    out.extend_from_slice(&0i16.to_be_bytes());
+    finish_message(out, at);
+}
+
+/// Encodes a Bind message whose parameters are all text (`None` is SQL NULL) and whose results are
+/// all text.
+pub fn bind_text(out: &mut BytesMut, portal: &str, statement: &str, params: &[Option<&str>]) {
+    let at = begin_message(out, BIND);
+    put_cstr(out, portal);
+    put_cstr(out, statement);
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                out.extend_from_slice(v.as_bytes());
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    out.extend_from_slice(&0i16.to_be_bytes());
+    finish_message(out, at);
+}
+
+/// Encodes an Execute message (`max_rows` 0: all rows).
+pub fn execute(out: &mut BytesMut, portal: &str, max_rows: i32) {
+    let at = begin_message(out, EXECUTE);
+    put_cstr(out, portal);
+    out.extend_from_slice(&max_rows.to_be_bytes());
+    finish_message(out, at);
+}
+
+/// Encodes a Sync message.
+pub fn sync(out: &mut BytesMut) {
+    out.extend_from_slice(&[SYNC, 0, 0, 0, 4]);
+}
+
 /// Encodes a Terminate message.
 pub fn terminate(out: &mut BytesMut) {
     out.extend_from_slice(&[TERMINATE, 0, 0, 0, 4]);
@@ -105,6 +148,20 @@ mod tests {
         query(&mut out, "select 1");
         assert_eq!(out[0], QUERY);
         assert_eq!(query_text(&out[5..]), Ok("select 1"));
+    }
+
+    #[test]
+    fn built_extended_messages_read_back() {
+        let mut out = BytesMut::new();
+        parse(&mut out, "s1", "select $1");
+        assert_eq!(out[0], PARSE);
+        assert_eq!(parse_message(&out[5..]), Ok(("s1", "select $1")));
+        out.clear();
+        bind_text(&mut out, "", "s1", &[Some("alice"), None]);
+        assert_eq!(out[0], BIND);
+        assert_eq!(bind_names(&out[5..]), Ok(("", "s1")));
+        let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len + 1, out.len());
     }
 
     #[test]
