@@ -23,6 +23,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::Config;
+
+/// An error and its causes on one line (`a: b: c`), for logs and one-line exits.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
 pub use proxy::{Proxy, StartError};
 
 /// A proxy bound to its listen address and serving in the background: what `pgroute` runs, and what

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pgroute::cli::{Cli, Command};
+use pgroute::error_chain;
 
 /// How long a shutdown waits for connected clients to leave before exiting anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,8 +87,8 @@ async fn run(config: pgroute::Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the TLS certificate meanwhile (and no longer kills
-/// the process, which is SIGHUP's default).
+/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the TLS certificate and the auth file meanwhile (and no
+/// longer kills the process, which is SIGHUP's default).
 async fn wait_for_shutdown(proxy: &pgroute::Proxy) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -101,10 +102,17 @@ async fn wait_for_shutdown(proxy: &pgroute::Proxy) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => match proxy.reload_tls() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
-            },
+            _ = hup.recv() => {
+                match proxy.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %error_chain(&e), "SIGHUP: TLS reload failed; keeping the current certificate"),
+                }
+                match proxy.reload_users() {
+                    Ok(()) if proxy.config().auth.file.is_some() => tracing::info!("SIGHUP: auth file reloaded"),
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %error_chain(&e), "SIGHUP: auth file reload failed; keeping the current users"),
+                }
+            }
         }
     }
 }
@@ -123,15 +131,4 @@ fn init_logging(flag: Option<&str>) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .init();
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
 }

@@ -1,4 +1,4 @@
-//! The proxy's shared state: configuration, pools, credentials, cancel keys and the client count.
+//! The proxy's shared state: configuration, pools, users, cancel keys and the client count.
 //!
 //! Passed to every session as `Arc<Proxy>`; there is no global state, so tests run many proxies in one
 //! process.
@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::auth::Credentials;
+use crate::auth::Users;
 use crate::config::{BackendAddr, Config, ConfigError};
 use crate::limits::{NamedCounts, NamedSlot};
 use crate::pool::Pools;
@@ -17,11 +17,12 @@ pub struct Proxy {
     config: Arc<Config>,
     primary: BackendAddr,
     pools: Pools,
-    credentials: Arc<Credentials>,
+    users: Users,
     cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicU32>,
-    users: Arc<NamedCounts>,
-    databases: Arc<NamedCounts>,
+    /// Clients per user and per database, for the per-name limits.
+    per_user: Arc<NamedCounts>,
+    per_database: Arc<NamedCounts>,
     /// Swapped whole by [`Proxy::reload_tls`]; read once per SSLRequest.
     tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
 }
@@ -41,10 +42,7 @@ impl Proxy {
     /// Builds the shared state; the auth file is read here so a bad one fails at start.
     pub fn new(config: Config) -> Result<Arc<Proxy>, StartError> {
         config.validate()?;
-        let credentials = Arc::new(match &config.auth.file {
-            Some(path) => Credentials::load(path)?,
-            None => Credentials::default(),
-        });
+        let users = Users::new(&config.auth)?;
         let primary = config
             .backends
             .primary
@@ -58,18 +56,18 @@ impl Proxy {
         let pools = Pools::new(
             config.pool.clone(),
             config.server.max_message_size,
-            credentials.clone(),
+            users.keyring().clone(),
             crate::tls::backend(&config.tls)?,
         );
         Ok(Arc::new(Proxy {
             config: Arc::new(config),
             primary,
             pools,
-            credentials,
+            users,
             cancels: Arc::new(cancels),
             clients: Arc::new(AtomicU32::new(0)),
-            users: Arc::default(),
-            databases: Arc::default(),
+            per_user: Arc::default(),
+            per_database: Arc::default(),
             tls: std::sync::RwLock::new(tls),
         }))
     }
@@ -86,8 +84,9 @@ impl Proxy {
         &self.pools
     }
 
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+    /// Client secrets (auth file, `auth_query`) and backend logins.
+    pub fn users(&self) -> &Users {
+        &self.users
     }
 
     /// The TLS acceptor, when client-facing TLS is enabled.
@@ -109,6 +108,12 @@ impl Proxy {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *tls = fresh;
         Ok(())
+    }
+
+    /// Re-reads the auth file (SIGHUP). Logged-in clients are unaffected; on error the old file stays
+    /// in use.
+    pub fn reload_users(&self) -> Result<(), crate::auth::UserListError> {
+        self.users.reload()
     }
 
     pub fn cancels(&self) -> &Arc<CancelRegistry> {
@@ -144,21 +149,20 @@ impl Proxy {
     /// so the user name is proven), or refuses with SQLSTATE 53300 naming the limit.
     pub fn admit_login(&self, user: &str, database: &str) -> Result<LoginSlots, SessionError> {
         let server = &self.config.server;
-        let user_slot =
-            match server.max_user_client_connections {
-                0 => None,
-                max => Some(self.users.admit(user, max).ok_or_else(|| {
-                    SessionError::TooManyForName {
-                        what: "user",
-                        name: user.to_owned(),
-                        key: "max_user_client_connections",
-                        max,
-                    }
-                })?),
-            };
+        let user_slot = match server.max_user_client_connections {
+            0 => None,
+            max => Some(self.per_user.admit(user, max).ok_or_else(|| {
+                SessionError::TooManyForName {
+                    what: "user",
+                    name: user.to_owned(),
+                    key: "max_user_client_connections",
+                    max,
+                }
+            })?),
+        };
         let db_slot = match server.max_db_client_connections {
             0 => None,
-            max => Some(self.databases.admit(database, max).ok_or_else(|| {
+            max => Some(self.per_database.admit(database, max).ok_or_else(|| {
                 SessionError::TooManyForName {
                     what: "database",
                     name: database.to_owned(),

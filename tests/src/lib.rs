@@ -62,6 +62,25 @@ impl Stack {
         connect_conninfo(&format!("{} {extra}", self.conninfo())).await
     }
 
+    /// Makes the primary demand a password from each `(role, method)` on TCP (`scram-sha-256` or
+    /// `md5`), ahead of the kit's trust rule, and reloads its configuration.
+    pub async fn require_passwords(&self, rules: &[(&str, &str)]) -> anyhow::Result<()> {
+        let hba = self.cluster.primary().data_dir.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba)?;
+        let mut new: String = rules
+            .iter()
+            .map(|(role, method)| format!("host all {role} 127.0.0.1/32 {method}\n"))
+            .collect();
+        new.push_str(&old);
+        std::fs::write(&hba, new)?;
+        let direct = self.connect_direct().await?;
+        direct.batch_execute("SELECT pg_reload_conf()").await?;
+        // The postmaster re-reads pg_hba.conf when it handles the signal, shortly after; nothing in
+        // SQL shows when that happened (pg_hba_file_rules reads the file itself).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        Ok(())
+    }
+
     /// A tokio-postgres client straight to the primary, bypassing the proxy (to check what it did).
     pub async fn connect_direct(&self) -> anyhow::Result<tokio_postgres::Client> {
         connect(self.cluster.primary().addr()).await

@@ -20,7 +20,7 @@ impl Md5Challenge {
     /// Checks the client's answer (without its trailing NUL) against a stored secret. SCRAM verifiers
     /// cannot answer MD5 challenges, so they always fail.
     pub fn verify(&self, user: &str, secret: &Secret, answer: &[u8]) -> bool {
-        let inner = match secret {
+        let stored = match secret {
             Secret::Plain(p) => {
                 format!(
                     "md5{}",
@@ -30,14 +30,21 @@ impl Md5Challenge {
             Secret::Md5(h) => h.clone(),
             Secret::Scram(_) => return false,
         };
-        let expected = format!(
-            "md5{}",
-            hex(&Md5::digest(
-                [&inner.as_bytes()[3..], &self.salt[..]].concat()
-            ))
-        );
-        constant_time_eq(expected.as_bytes(), answer)
+        constant_time_eq(answer_from_hash(&stored, self.salt).as_bytes(), answer)
     }
+}
+
+/// The answer to an MD5 challenge from the stored hash alone (`md5` + md5(password ‖ user)): what lets
+/// pgroute log in to an MD5 backend with the hash `auth_query` or the auth file gave it, as PgBouncer
+/// does. Returns an empty string (which no server accepts) if `stored` is not an MD5 hash.
+pub fn answer_from_hash(stored: &str, salt: [u8; 4]) -> String {
+    let Some(inner) = stored.strip_prefix("md5") else {
+        return String::new();
+    };
+    format!(
+        "md5{}",
+        hex(&Md5::digest([inner.as_bytes(), &salt[..]].concat()))
+    )
 }
 
 impl Default for Md5Challenge {
@@ -65,7 +72,8 @@ mod tests {
         let answer = postgres_protocol::authentication::md5_hash(b"alice", b"pw", c.salt);
         assert!(c.verify("alice", &Secret::Plain("pw".into()), answer.as_bytes()));
         let stored = postgres_protocol::password::md5(b"pw", "alice");
-        assert!(c.verify("alice", &Secret::Md5(stored), answer.as_bytes()));
+        assert!(c.verify("alice", &Secret::Md5(stored.clone()), answer.as_bytes()));
         assert!(!c.verify("alice", &Secret::Plain("other".into()), answer.as_bytes()));
+        assert_eq!(answer_from_hash(&stored, c.salt), answer);
     }
 }

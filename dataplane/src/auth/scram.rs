@@ -14,6 +14,8 @@ use super::md5::constant_time_eq;
 use super::Secret;
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// PostgreSQL's default `scram_iterations`.
+const DEFAULT_ITERATIONS: u32 = 4096;
 /// SCRAM with channel binding (`tls-server-end-point`), offered on TLS connections.
 pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
@@ -60,6 +62,35 @@ impl ScramVerifier {
         })
     }
 
+    /// A stand-in verifier for a user pgroute does not know, so the exchange runs to the end and fails
+    /// like a wrong password: same messages, same salt for the same name every time (as PostgreSQL's
+    /// `scram_mock_salt`), so neither the answer nor the salt tells a prober which users exist.
+    pub fn mock(user: &str, seed: &[u8; 32]) -> ScramVerifier {
+        let salt = hmac(seed, format!("salt:{user}").as_bytes());
+        ScramVerifier {
+            iterations: DEFAULT_ITERATIONS,
+            salt: salt[..16].to_vec(),
+            stored_key: hmac(seed, format!("stored:{user}").as_bytes()),
+            server_key: hmac(seed, format!("server:{user}").as_bytes()),
+        }
+    }
+
+    pub(crate) fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    pub(crate) fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    pub(crate) fn stored_key(&self) -> &[u8] {
+        &self.stored_key
+    }
+
+    pub(crate) fn server_key(&self) -> &[u8] {
+        &self.server_key
+    }
+
     /// The verifier for a secret, if the secret can do SCRAM.
     pub fn for_secret(secret: &Secret) -> Option<ScramVerifier> {
         match secret {
@@ -70,6 +101,28 @@ impl ScramVerifier {
             Secret::Md5(_) => None,
         }
     }
+}
+
+/// What a successful exchange proves: the client's `ClientKey` (recovered from its proof), which with the
+/// verifier is enough to log in to a backend holding the same verifier, without the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub(crate) client_key: Vec<u8>,
+    pub(crate) verifier: ScramVerifier,
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramKeys(<redacted>)")
+    }
+}
+
+/// The end of a successful exchange.
+#[derive(Debug)]
+pub struct ScramSuccess {
+    /// The server-final message (`v=` signature) to send.
+    pub server_final: String,
+    pub keys: ScramKeys,
 }
 
 /// Why a SCRAM exchange failed. Every variant ends the login with SQLSTATE 28P01 or 08P01.
@@ -153,8 +206,9 @@ impl ScramExchange {
         &self.server_first
     }
 
-    /// Checks the client-final message; on success returns the server-final message to send.
-    pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+    /// Checks the client-final message; on success returns the server-final message to send and the
+    /// client's keys.
+    pub fn finish(self, client_final: &[u8]) -> Result<ScramSuccess, ScramError> {
         let text = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("utf-8"))?;
         let (without_proof, proof) = text
             .rsplit_once(",p=")
@@ -191,11 +245,17 @@ impl ScramExchange {
             return Err(ScramError::WrongProof);
         }
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", STANDARD.encode(server_signature)))
+        Ok(ScramSuccess {
+            server_final: format!("v={}", STANDARD.encode(server_signature)),
+            keys: ScramKeys {
+                client_key,
+                verifier: self.verifier,
+            },
+        })
     }
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(super) fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail; fall back to an impossible MAC if it did.
     match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mut m) => {
@@ -227,9 +287,9 @@ mod tests {
         client
             .update(exchange.server_first().as_bytes())
             .expect("client accepts server-first");
-        let server_final = exchange.finish(client.message())?;
+        let success = exchange.finish(client.message())?;
         client
-            .finish(server_final.as_bytes())
+            .finish(success.server_final.as_bytes())
             .expect("client verifies the server");
         Ok(())
     }
@@ -275,6 +335,24 @@ mod tests {
     #[test]
     fn real_client_logs_in_with_the_right_password() {
         assert_eq!(run("s3cret", "s3cret"), Ok(()));
+    }
+
+    #[test]
+    fn unknown_users_get_a_stable_salt_and_fail_like_a_wrong_password() {
+        let seed = [7u8; 32];
+        let a = ScramVerifier::mock("nobody", &seed);
+        assert_eq!(a, ScramVerifier::mock("nobody", &seed));
+        assert_ne!(a.salt, ScramVerifier::mock("somebody", &seed).salt);
+        let mut client = ScramSha256::new(b"guess", ChannelBinding::unsupported());
+        let exchange = ScramExchange::start(a, MECHANISM, client.message(), Binding::NotOffered)
+            .expect("start");
+        client
+            .update(exchange.server_first().as_bytes())
+            .expect("client accepts server-first");
+        assert_eq!(
+            exchange.finish(client.message()).map(|_| ()),
+            Err(ScramError::WrongProof)
+        );
     }
 
     #[test]

@@ -31,16 +31,24 @@ pub(super) fn parse(text: &str) -> Result<HashMap<String, Secret>, UserListError
         let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\""))?;
         let (secret, _) =
             quoted(rest.trim_start()).ok_or_else(|| err("expected \"password\" after the user"))?;
-        let secret = if let Some(v) = ScramVerifier::parse(&secret) {
-            Secret::Scram(v)
-        } else if secret.len() == 35 && secret.starts_with("md5") {
-            Secret::Md5(secret)
-        } else {
-            Secret::Plain(secret)
-        };
-        users.insert(user, secret);
+        users.insert(user, classify(&secret));
     }
     Ok(users)
+}
+
+/// What kind of secret a stored string is: a SCRAM verifier, an MD5 hash (`md5` + 32 hex digits), or
+/// else a plain password. The same rules as PgBouncer and PostgreSQL's `pg_authid`.
+pub(super) fn classify(secret: &str) -> Secret {
+    if let Some(v) = ScramVerifier::parse(secret) {
+        Secret::Scram(v)
+    } else if secret.len() == 35
+        && secret.starts_with("md5")
+        && secret[3..].bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        Secret::Md5(secret.to_owned())
+    } else {
+        Secret::Plain(secret.to_owned())
+    }
 }
 
 /// Reads one double-quoted token, returning it and the rest of the line.

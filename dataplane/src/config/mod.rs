@@ -179,19 +179,57 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256 against the auth file's password or SCRAM verifier.
     #[value(name = "scram-sha-256")]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
 }
 
 /// Client authentication and the credentials used towards backends.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Default `trust`. Reloadable.
-    #[serde(rename = "type")]
+    /// Default `trust`. Restart to change.
+    #[serde(rename = "type", alias = "auth_type")]
     pub auth_type: AuthType,
-    /// PgBouncer-format userlist (`"user" "password-or-hash"` per line). Plain passwords in it are also
-    /// used to log in to backends. Default none. Re-read on reload.
+    /// PgBouncer-format userlist (`"user" "password-or-hash"` per line). Plain passwords and MD5 hashes in
+    /// it are also used to log in to backends. Default none. Re-read on SIGHUP.
+    #[serde(alias = "auth_file")]
     pub file: Option<PathBuf>,
+    /// User pgroute logs in as to run `query` for clients not in `file`; its own password (plain or MD5
+    /// hash) comes from `file`, unless the backend trusts it. Default none: `auth_query` is off.
+    /// Restart to change.
+    #[serde(alias = "auth_user")]
+    pub user: Option<String>,
+    /// Looks up a client's secret: `$1` is the user name (bound as a parameter, never spliced into the
+    /// SQL); the second column of the first row is the secret (SCRAM verifier or MD5 hash; NULL: may not
+    /// log in). Default: PgBouncer's, which honours `VALID UNTIL` and `NOLOGIN` but needs `auth.user` to
+    /// read `pg_authid` (a superuser, or a `SECURITY DEFINER` function in its place; see the README).
+    /// Restart to change.
+    #[serde(alias = "auth_query")]
+    pub query: String,
+    /// Database `query` runs in. Default none: the database the client asked for. Restart to change.
+    #[serde(alias = "auth_dbname")]
+    pub dbname: Option<String>,
+    /// How long a secret found by `query` is reused before asking again; a failed login forgets it at
+    /// once, so a changed password works from the next attempt. `0s` asks on every login. Default `1m`.
+    /// Restart to change.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+/// PgBouncer's default `auth_query` (since 1.21).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname = $1 AND rolcanlogin";
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            auth_type: AuthType::Trust,
+            file: None,
+            user: None,
+            query: DEFAULT_AUTH_QUERY.into(),
+            dbname: None,
+            cache_ttl: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What the proxy does with a client's request for TLS (the `sslmode` it sent is the client's side).
@@ -337,11 +375,28 @@ impl Config {
                 "required when tls.server_mode is verify-ca or verify-full",
             ));
         }
-        if self.auth.auth_type != AuthType::Trust && self.auth.file.is_none() {
+        if self.auth.auth_type != AuthType::Trust
+            && self.auth.file.is_none()
+            && self.auth.user.is_none()
+        {
             return Err(invalid(
                 "auth.file",
-                "required when auth.type is md5 or scram-sha-256",
+                "required when auth.type is md5 or scram-sha-256 (or set auth.user to look users up with auth.query)",
             ));
+        }
+        if self.auth.user.is_some() {
+            if self.auth.auth_type == AuthType::Trust {
+                return Err(invalid(
+                    "auth.user",
+                    "auth_query only runs to check passwords: set auth.type to md5 or scram-sha-256",
+                ));
+            }
+            if !self.auth.query.contains("$1") {
+                return Err(invalid(
+                    "auth.query",
+                    "must take the user name as the parameter $1",
+                ));
+            }
         }
         Ok(())
     }

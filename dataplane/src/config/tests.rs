@@ -25,6 +25,8 @@ fn example_documents_every_key_with_its_default() {
     full.backends.primary = Some("127.0.0.1:5432".parse().expect("addr"));
     full.server.metrics_listen = Some("127.0.0.1:9187".into());
     full.auth.file = Some("userlist.txt".into());
+    full.auth.user = Some("pgroute_auth".into());
+    full.auth.dbname = Some("postgres".into());
     full.tls.cert_file = Some("server.crt".into());
     full.tls.key_file = Some("server.key".into());
     full.tls.server_ca_file = Some("ca.crt".into());
@@ -101,4 +103,28 @@ fn auth_file_required_for_md5() {
         .expect("parses");
     let err = cfg.validate().expect_err("invalid");
     assert!(err.to_string().contains("auth.file"), "{err}");
+}
+
+#[test]
+fn auth_query_settings_are_checked() {
+    let base = "[backends]\nprimary = \"127.0.0.1:5432\"\n[auth]\n";
+    let trust = Config::parse(&format!("{base}user = \"pgroute_auth\"\n")).expect("parses");
+    let err = trust.validate().expect_err("auth_user with trust");
+    assert!(err.to_string().contains("auth.user"), "{err}");
+
+    let spliced = Config::parse(&format!(
+        "{base}type = \"scram-sha-256\"\nuser = \"a\"\nquery = \"SELECT usename, passwd FROM pg_shadow\"\n"
+    ))
+    .expect("parses");
+    let err = spliced.validate().expect_err("query without $1");
+    assert!(err.to_string().contains("$1"), "{err}");
+
+    // PgBouncer's key names are accepted, and auth_user alone (no file) is enough.
+    let pgbouncer = Config::parse(&format!(
+        "{base}auth_type = \"scram-sha-256\"\nauth_user = \"a\"\nauth_dbname = \"postgres\"\n"
+    ))
+    .expect("parses");
+    pgbouncer.validate().expect("valid");
+    assert_eq!(pgbouncer.auth.user.as_deref(), Some("a"));
+    assert_eq!(pgbouncer.auth.query, DEFAULT_AUTH_QUERY);
 }

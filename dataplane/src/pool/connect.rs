@@ -5,6 +5,7 @@
 //! implementation), not hand-written crypto.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,14 +19,16 @@ use tokio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use super::{BackendKey, PoolKey, ServerConn, ServerStream};
+use crate::auth::{md5_answer_from_hash, BackendLogin, KeyLogin, KeyLoginError, Keyring};
 use crate::config::ServerTlsMode;
 use crate::tls::BackendTls;
 
 /// What a pool needs to log in besides its key.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// Password for the pool's user, when the backend asks for one.
-    pub password: Option<String>,
+    /// Passwords, hashes and SCRAM keys by user, read at each login (a client may have taught it new
+    /// keys since the pool was made).
+    pub keyring: Arc<Keyring>,
     pub max_message_size: usize,
     /// TLS towards the backend (`None`: plaintext).
     pub tls: Option<BackendTls>,
@@ -50,12 +53,17 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("backend rejected login: {} ({})", .0.message, .0.code)]
     Rejected(ErrorFields),
-    #[error("backend asked for a password but none is configured for this user")]
-    NoPassword,
+    #[error("backend asked for {method} authentication, and pgroute holds nothing that answers it for this user (a plain password in auth.file{hint})")]
+    NoPassword {
+        method: &'static str,
+        hint: &'static str,
+    },
     #[error("backend asked for unsupported authentication ({0})")]
     UnsupportedAuth(String),
     #[error("SCRAM exchange with backend failed")]
     Scram(#[source] std::io::Error),
+    #[error("SCRAM exchange with backend failed")]
+    ScramKeys(#[source] KeyLoginError),
     #[error("protocol error during login")]
     Protocol(#[from] ProtocolError),
     #[error("backend closed the connection during login")]
@@ -156,7 +164,8 @@ async fn login(
     stream.write_all(&out).await?;
     stream.flush().await?;
     let mut reader = FrameReader::new(opts.max_message_size).with_read_chunk(16 * 1024);
-    let mut scram: Option<sasl::ScramSha256> = None;
+    let mut scram = Scram::None;
+    let login = opts.keyring.get(&key.user).unwrap_or_default();
     let mut params = Vec::new();
     let mut backend_key = BackendKey { pid: 0, secret: 0 };
     loop {
@@ -164,7 +173,7 @@ async fn login(
         out.clear();
         match frame.tag {
             backend::AUTHENTICATION => {
-                authenticate(frame.body(), opts, &key.user, &mut scram, &mut out)?;
+                authenticate(frame.body(), &login, &key.user, &mut scram, &mut out)?;
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
                     stream.flush().await?;
@@ -196,23 +205,41 @@ async fn login(
     }
 }
 
+/// A SCRAM exchange in progress: with the password (postgres-protocol's client) or with a client's keys.
+enum Scram {
+    None,
+    Password(sasl::ScramSha256),
+    Keys(KeyLogin),
+}
+
+/// Answers one authentication request from what `login` holds: the password answers every method; an
+/// MD5 hash answers MD5; SCRAM keys answer SCRAM.
 fn authenticate(
     body: &[u8],
-    opts: &ConnectOptions,
+    login: &BackendLogin,
     user: &str,
-    scram: &mut Option<sasl::ScramSha256>,
+    scram: &mut Scram,
     out: &mut BytesMut,
 ) -> Result<(), ConnectError> {
-    let password = || opts.password.as_deref().ok_or(ConnectError::NoPassword);
+    let missing = |method, hint| ConnectError::NoPassword { method, hint };
     match backend::auth_request(body)? {
         AuthRequest::Ok => {}
         AuthRequest::CleartextPassword => {
-            let mut p = password()?.as_bytes().to_vec();
+            let password = login
+                .password
+                .as_deref()
+                .ok_or(missing("cleartext password", ""))?;
+            let mut p = password.as_bytes().to_vec();
             p.push(0);
             frontend::password_message(out, &p);
         }
         AuthRequest::Md5Password { salt } => {
-            let mut p = md5_hash(user.as_bytes(), password()?.as_bytes(), salt).into_bytes();
+            let answer = match (&login.password, &login.md5_hash) {
+                (Some(password), _) => md5_hash(user.as_bytes(), password.as_bytes(), salt),
+                (None, Some(hash)) => md5_answer_from_hash(hash, salt),
+                (None, None) => return Err(missing("MD5", ", or its md5 hash")),
+            };
+            let mut p = answer.into_bytes();
             p.push(0);
             frontend::password_message(out, &p);
         }
@@ -220,31 +247,63 @@ fn authenticate(
             if !mechanisms.contains(&sasl::SCRAM_SHA_256) {
                 return Err(ConnectError::UnsupportedAuth(mechanisms.join(", ")));
             }
-            let s =
-                sasl::ScramSha256::new(password()?.as_bytes(), sasl::ChannelBinding::unsupported());
+            let first: Vec<u8> = match (&login.password, &login.scram) {
+                (Some(password), _) => {
+                    let s = sasl::ScramSha256::new(
+                        password.as_bytes(),
+                        sasl::ChannelBinding::unsupported(),
+                    );
+                    let first = s.message().to_vec();
+                    *scram = Scram::Password(s);
+                    first
+                }
+                (None, Some(keys)) => {
+                    let k = KeyLogin::new(keys.clone());
+                    let first = k.client_first().into_bytes();
+                    *scram = Scram::Keys(k);
+                    first
+                }
+                (None, None) => {
+                    return Err(missing(
+                        "SCRAM-SHA-256",
+                        ", or a client of this user logging in with SCRAM first",
+                    ))
+                }
+            };
             // SASLInitialResponse: mechanism, then the length-prefixed client-first message.
-            let first = s.message();
             let mut payload = Vec::with_capacity(first.len() + 32);
             payload.extend_from_slice(sasl::SCRAM_SHA_256.as_bytes());
             payload.push(0);
             payload.extend_from_slice(&(first.len() as i32).to_be_bytes());
-            payload.extend_from_slice(first);
+            payload.extend_from_slice(&first);
             frontend::password_message(out, &payload);
-            *scram = Some(s);
         }
-        AuthRequest::SaslContinue { data } => {
-            let s = scram.as_mut().ok_or(ConnectError::UnsupportedAuth(
-                "SASLContinue before SASL".into(),
-            ))?;
-            s.update(data).map_err(ConnectError::Scram)?;
-            frontend::password_message(out, s.message());
-        }
-        AuthRequest::SaslFinal { data } => {
-            let mut s = scram.take().ok_or(ConnectError::UnsupportedAuth(
-                "SASLFinal before SASL".into(),
-            ))?;
-            s.finish(data).map_err(ConnectError::Scram)?;
-        }
+        AuthRequest::SaslContinue { data } => match scram {
+            Scram::Password(s) => {
+                s.update(data).map_err(ConnectError::Scram)?;
+                frontend::password_message(out, s.message());
+            }
+            Scram::Keys(k) => {
+                let client_final = k.client_final(data).map_err(ConnectError::ScramKeys)?;
+                frontend::password_message(out, client_final.as_bytes());
+            }
+            Scram::None => {
+                return Err(ConnectError::UnsupportedAuth(
+                    "SASLContinue before SASL".into(),
+                ))
+            }
+        },
+        AuthRequest::SaslFinal { data } => match std::mem::replace(scram, Scram::None) {
+            Scram::Password(mut s) => s.finish(data).map_err(ConnectError::Scram)?,
+            Scram::Keys(k) => k
+                .verify_server_final(data)
+                .map_err(ConnectError::ScramKeys)?,
+            Scram::None => {
+                return Err(ConnectError::UnsupportedAuth(
+                    "SASLFinal before SASL".into(),
+                ))
+            }
+        },
         AuthRequest::Unsupported { code } => {
             return Err(ConnectError::UnsupportedAuth(format!("code {code}")))
         }

@@ -9,6 +9,7 @@
 
 mod connect;
 mod maintain;
+mod query;
 mod server;
 
 use std::collections::HashMap;
@@ -18,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::Credentials;
+use crate::auth::Keyring;
 use crate::config::{BackendAddr, PoolConfig};
 
 pub use crate::stream::ServerStream;
 pub(crate) use connect::read_frame;
 pub use connect::{ConnectError, ConnectOptions};
+pub use query::{QueryError, Row};
 pub use server::{BackendKey, ServerConn};
 
 /// ParameterStatus values a backend reported at login, shared by every client of the pool.
@@ -296,23 +298,23 @@ impl Drop for PooledConn {
 #[derive(Debug)]
 pub struct Pools {
     config: PoolConfig,
-    credentials: Arc<Credentials>,
+    keyring: Arc<Keyring>,
     max_message_size: usize,
     tls: Option<crate::tls::BackendTls>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl Pools {
-    /// `credentials` give the password to log in to backends as a user, where one is known.
+    /// `keyring` holds what pools log in to backends with, per user.
     pub fn new(
         config: PoolConfig,
         max_message_size: usize,
-        credentials: Arc<Credentials>,
+        keyring: Arc<Keyring>,
         tls: Option<crate::tls::BackendTls>,
     ) -> Pools {
         Pools {
             config,
-            credentials,
+            keyring,
             tls,
             max_message_size,
             pools: Mutex::new(HashMap::new()),
@@ -329,7 +331,7 @@ impl Pools {
             return p.clone();
         }
         let connect = ConnectOptions {
-            password: self.credentials.backend_password(&key.user),
+            keyring: self.keyring.clone(),
             max_message_size: self.max_message_size,
             tls: self.tls.clone(),
         };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pgroute_protocol::ProtocolError;
 
+use crate::auth::LookupError;
 use crate::pool::{ConnectError, PoolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,12 @@ pub enum SessionError {
     Replication,
     #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
+    #[error("pgroute could not check the password of user \"{user}\": auth_query failed")]
+    AuthLookup {
+        user: String,
+        #[source]
+        source: Box<crate::auth::LookupError>,
+    },
     #[error("login did not complete within client_login_timeout ({0:?})")]
     LoginTimeout(Duration),
     #[error(transparent)]
@@ -74,6 +81,11 @@ impl SessionError {
             SessionError::Replication => ("FATAL", "0A000"),
             SessionError::AuthFailed { .. } => ("FATAL", "28P01"),
             SessionError::LoginTimeout(_) => ("FATAL", "08P01"),
+            SessionError::AuthLookup { source, .. } => match &**source {
+                LookupError::Pool(PoolError::QueueTimeout { .. }) => ("FATAL", "53300"),
+                LookupError::Pool(_) => ("FATAL", "08001"),
+                LookupError::Query(_) => ("FATAL", "28000"),
+            },
             SessionError::Pool(PoolError::QueueTimeout { .. }) => ("ERROR", "53300"),
             SessionError::Pool(PoolError::Connect {
                 source: ConnectError::Rejected(fields),
@@ -96,6 +108,11 @@ impl SessionError {
         }) = self
         {
             return fields.message.clone();
+        }
+        if let SessionError::AuthLookup { .. } = self {
+            // The cause (a backend error about pgroute's auth_user) is for the operator's log, not
+            // for a client that has not proven who it is.
+            return format!("{self} (the reason is in pgroute's log)");
         }
         let mut msg = self.to_string();
         let mut source = std::error::Error::source(self);

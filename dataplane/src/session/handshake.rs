@@ -17,7 +17,7 @@ use crate::tls::Acceptor;
 
 use super::client::{ClientConn, ClientStream};
 use super::SessionError;
-use crate::auth::{Binding, Credentials, Md5Challenge, ScramExchange};
+use crate::auth::{Binding, Md5Challenge, ScramExchange, ScramKeys, Secret, Users};
 use crate::config::AuthType;
 
 pub(crate) enum Opening {
@@ -98,67 +98,72 @@ async fn upgrade(client: &mut ClientConn, acceptor: &Acceptor) -> Result<(), Ses
     Ok(())
 }
 
-/// Runs the configured challenge. On success nothing is sent yet: AuthenticationOk goes out with the
-/// rest of the login answer, once a backend is known to accept this user and database.
+/// Runs the configured challenge against `secret` (`None`: unknown user, who goes through the same steps
+/// and fails like a wrong password). On success nothing is sent yet: AuthenticationOk goes out with the
+/// rest of the login answer, once a backend is known to accept this user and database. Returns the
+/// client's SCRAM keys when it proved a SCRAM verifier.
+///
+/// As in PgBouncer, `md5` means "MD5, or SCRAM for users whose secret is a SCRAM verifier", since such
+/// a secret cannot check an MD5 answer.
 pub(crate) async fn authenticate(
     client: &mut ClientConn,
     user: &str,
     auth_type: AuthType,
-    credentials: &Credentials,
-) -> Result<(), SessionError> {
+    secret: Option<&Secret>,
+    users: &Users,
+) -> Result<Option<ScramKeys>, SessionError> {
     let failed = || SessionError::AuthFailed {
         user: user.to_owned(),
     };
-    match auth_type {
-        AuthType::Trust => Ok(()),
-        AuthType::Md5 => {
-            let challenge = Md5Challenge::new();
-            backend::auth_md5(&mut client.out, challenge.salt);
-            client.flush_out().await?;
-            let answer = password_message(client).await?;
-            let answer = answer.strip_suffix(&[0]).unwrap_or(&answer);
-            match credentials.secret(user) {
-                Some(secret) if challenge.verify(user, secret, answer) => Ok(()),
-                _ => Err(failed()),
-            }
-        }
-        AuthType::ScramSha256 => {
-            let end_point = client.tls_end_point.clone();
-            let binding = match &end_point {
-                Some(data) => Binding::Offered(data),
-                None => Binding::NotOffered,
-            };
-            if end_point.is_some() {
-                backend::auth_sasl(
-                    &mut client.out,
-                    &[
-                        crate::auth::SCRAM_MECHANISM_PLUS,
-                        crate::auth::SCRAM_MECHANISM,
-                    ],
-                );
-            } else {
-                backend::auth_sasl(&mut client.out, &[crate::auth::SCRAM_MECHANISM]);
-            }
-            client.flush_out().await?;
-            let initial = password_message(client).await?;
-            let (mechanism, client_first) = sasl_initial_response(&initial)?;
-            let verifier = credentials
-                .scram_verifier(user)
-                .cloned()
-                .ok_or_else(failed)?;
-            let exchange = ScramExchange::start(verifier, mechanism, client_first, binding)
-                .map_err(|e| {
-                    tracing::info!(user, error = %e, "SCRAM exchange refused");
-                    failed()
-                })?;
-            backend::auth_sasl_data(&mut client.out, 11, exchange.server_first().as_bytes());
-            client.flush_out().await?;
-            let client_final = password_message(client).await?;
-            let server_final = exchange.finish(&client_final).map_err(|_| failed())?;
-            backend::auth_sasl_data(&mut client.out, 12, server_final.as_bytes());
-            Ok(())
-        }
+    let scram = match auth_type {
+        AuthType::Trust => return Ok(None),
+        AuthType::Md5 => matches!(secret, Some(Secret::Scram(_))),
+        AuthType::ScramSha256 => true,
+    };
+    if !scram {
+        let challenge = Md5Challenge::new();
+        backend::auth_md5(&mut client.out, challenge.salt);
+        client.flush_out().await?;
+        let answer = password_message(client).await?;
+        let answer = answer.strip_suffix(&[0]).unwrap_or(&answer);
+        return match secret {
+            Some(secret) if challenge.verify(user, secret, answer) => Ok(None),
+            _ => Err(failed()),
+        };
     }
+    let end_point = client.tls_end_point.clone();
+    let binding = match &end_point {
+        Some(data) => Binding::Offered(data),
+        None => Binding::NotOffered,
+    };
+    if end_point.is_some() {
+        backend::auth_sasl(
+            &mut client.out,
+            &[
+                crate::auth::SCRAM_MECHANISM_PLUS,
+                crate::auth::SCRAM_MECHANISM,
+            ],
+        );
+    } else {
+        backend::auth_sasl(&mut client.out, &[crate::auth::SCRAM_MECHANISM]);
+    }
+    client.flush_out().await?;
+    let initial = password_message(client).await?;
+    let (mechanism, client_first) = sasl_initial_response(&initial)?;
+    let verifier = secret
+        .and_then(|s| users.scram_verifier(user, s))
+        .unwrap_or_else(|| users.mock_verifier(user));
+    let exchange =
+        ScramExchange::start(verifier, mechanism, client_first, binding).map_err(|e| {
+            tracing::info!(user, error = %e, "SCRAM exchange refused");
+            failed()
+        })?;
+    backend::auth_sasl_data(&mut client.out, 11, exchange.server_first().as_bytes());
+    client.flush_out().await?;
+    let client_final = password_message(client).await?;
+    let success = exchange.finish(&client_final).map_err(|_| failed())?;
+    backend::auth_sasl_data(&mut client.out, 12, success.server_final.as_bytes());
+    Ok(Some(success.keys))
 }
 
 async fn password_message(client: &mut ClientConn) -> Result<Bytes, SessionError> {

@@ -29,7 +29,7 @@ pub use error::SessionError;
 pub use prepared::BackendStatements;
 pub use vars::SessionVars;
 
-use crate::config::PoolMode;
+use crate::config::{AuthType, PoolMode};
 use crate::pool::{Pool, PoolKey, PooledConn};
 use crate::proxy::{ClientSlot, Proxy};
 use client::{ClientConn, ClientStream};
@@ -169,7 +169,34 @@ async fn login(
         .filter(|d| !d.is_empty())
         .unwrap_or(&user)
         .to_owned();
-    handshake::authenticate(client, &user, config.auth.auth_type, proxy.credentials()).await?;
+    let auth_type = config.auth.auth_type;
+    let users = proxy.users();
+    let secret = match auth_type {
+        AuthType::Trust => None,
+        _ => users
+            .secret(&user, &database, proxy.pools(), proxy.primary())
+            .await
+            .map_err(|source| {
+                tracing::warn!(user, database, error = %crate::error_chain(&source), "auth_query failed");
+                SessionError::AuthLookup {
+                    user: user.clone(),
+                    source: Box::new(source),
+                }
+            })?,
+    };
+    match handshake::authenticate(client, &user, auth_type, secret.as_ref(), users).await {
+        Ok(keys) => {
+            if let Some(secret) = &secret {
+                users.proven(&user, secret, keys);
+            }
+        }
+        Err(e) => {
+            if matches!(e, SessionError::AuthFailed { .. }) {
+                users.failed(&user, &database);
+            }
+            return Err(e);
+        }
+    }
     let login_slots = proxy.admit_login(&user, &database)?;
     let pool = proxy.pools().get(&PoolKey {
         backend: proxy.primary().clone(),
