@@ -92,7 +92,7 @@ impl RunArgs {
             config.backends.primary = Some(v.clone());
         }
         if !self.replicas.is_empty() {
-            config.backends.replicas = self.replicas.clone();
+            config.backends.replicas = self.replicas.iter().cloned().map(Into::into).collect();
         }
         if let Some(v) = self.pool_mode {
             config.pool.mode = v;

@@ -5,6 +5,7 @@
 //! and `demo` the embedded cluster walkthrough behind `pgroute demo`. See `docs/architecture.md`.
 
 pub mod auth;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod listener;
 pub mod pool;
 pub mod proxy;
+pub mod router;
 pub mod session;
 pub mod stream;
 pub mod tls;

@@ -18,6 +18,8 @@ pub struct Proxy {
     primary: BackendAddr,
     pools: Pools,
     users: Users,
+    classifier: crate::classify::Classifier,
+    router: crate::router::Router,
     cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicU32>,
     /// Clients per user and per database, for the per-name limits.
@@ -43,6 +45,13 @@ impl Proxy {
     pub fn new(config: Config) -> Result<Arc<Proxy>, StartError> {
         config.validate()?;
         let users = Users::new(&config.auth)?;
+        let classifier = crate::classify::Classifier::new(&config.routing).map_err(|e| {
+            ConfigError::Invalid {
+                key: "routing.rules",
+                problem: e.to_string(),
+            }
+        })?;
+        let router = crate::router::Router::new(config.routing.load_balancing);
         let primary = config
             .backends
             .primary
@@ -64,6 +73,8 @@ impl Proxy {
             primary,
             pools,
             users,
+            classifier,
+            router,
             cancels: Arc::new(cancels),
             clients: Arc::new(AtomicU32::new(0)),
             per_user: Arc::default(),
@@ -82,6 +93,16 @@ impl Proxy {
 
     pub fn pools(&self) -> &Pools {
         &self.pools
+    }
+
+    /// Decides where statements may run.
+    pub fn classifier(&self) -> &crate::classify::Classifier {
+        &self.classifier
+    }
+
+    /// Picks replicas and counts where transactions went.
+    pub fn router(&self) -> &crate::router::Router {
+        &self.router
     }
 
     /// Client secrets (auth file, `auth_query`) and backend logins.

@@ -26,7 +26,7 @@ pub struct Stack {
 
 impl Stack {
     /// Starts a primary with `replicas` streaming replicas and a proxy, after `tweak` adjusts the
-    /// proxy's configuration (listen address and primary are filled in already).
+    /// proxy's configuration (listen address, primary and replicas are filled in already).
     pub async fn start(replicas: usize, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Stack> {
         let cluster = tokio::task::spawn_blocking(move || {
             Cluster::start(ClusterOptions {
@@ -37,7 +37,16 @@ impl Stack {
         .await
         .context("cluster start task")?
         .context("starting PostgreSQL")?;
-        let proxy = start_proxy(cluster.primary().addr(), tweak).await?;
+        let replica_addrs: Vec<SocketAddr> = cluster.replicas().iter().map(Node::addr).collect();
+        let proxy = start_proxy(cluster.primary().addr(), |c| {
+            c.backends.replicas = replica_addrs
+                .iter()
+                .filter_map(|a| a.to_string().parse::<pgroute::config::BackendAddr>().ok())
+                .map(Into::into)
+                .collect();
+            tweak(c);
+        })
+        .await?;
         Ok(Stack { proxy, cluster })
     }
 
@@ -78,6 +87,39 @@ impl Stack {
         // The postmaster re-reads pg_hba.conf when it handles the signal, shortly after; nothing in
         // SQL shows when that happened (pg_hba_file_rules reads the file itself).
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        Ok(())
+    }
+
+    /// Waits until every replica has replayed everything the primary has written so far, so a test's
+    /// setup is visible through replicas before the test reads.
+    pub async fn wait_for_replicas(&self) -> anyhow::Result<()> {
+        let primary = self.connect_direct().await?;
+        let lsn: String = primary
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        for replica in self.cluster.replicas() {
+            let client = connect(replica.addr()).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                let caught_up: bool = client
+                    .query_one(
+                        "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                        &[&lsn],
+                    )
+                    .await?
+                    .get(0);
+                if caught_up {
+                    break;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "replica {} did not replay {lsn} within 15 s",
+                    replica.addr()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         Ok(())
     }
 

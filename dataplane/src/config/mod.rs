@@ -39,6 +39,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub backends: BackendsConfig,
     pub pool: PoolConfig,
+    pub routing: RoutingConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
 }
@@ -101,9 +102,144 @@ impl Default for ServerConfig {
 pub struct BackendsConfig {
     /// The primary, `host:port`. Required.
     pub primary: Option<BackendAddr>,
-    /// Streaming replicas, `host:port` each. Default none. Stored now; reads go to them once read/write
-    /// splitting lands.
-    pub replicas: Vec<BackendAddr>,
+    /// Streaming replicas: `"host:port"`, or `{ address = "host:port", weight = 2 }` for a share of
+    /// reads other than 1. Default none (everything runs on the primary). Restart to change.
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+/// One replica and its share of reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "ReplicaForm")]
+pub struct ReplicaConfig {
+    pub address: BackendAddr,
+    /// Relative share of reads for weighted policies (`round-robin`, `random`, `hash`; least-connections
+    /// divides by it). Default 1; 0 takes the replica out of the read pool.
+    pub weight: u32,
+}
+
+impl From<BackendAddr> for ReplicaConfig {
+    fn from(address: BackendAddr) -> Self {
+        ReplicaConfig { address, weight: 1 }
+    }
+}
+
+/// The two ways to write a replica in the file.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReplicaForm {
+    Address(BackendAddr),
+    Full {
+        address: BackendAddr,
+        #[serde(default = "one")]
+        weight: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl From<ReplicaForm> for ReplicaConfig {
+    fn from(form: ReplicaForm) -> Self {
+        match form {
+            ReplicaForm::Address(address) => ReplicaConfig { address, weight: 1 },
+            ReplicaForm::Full { address, weight } => ReplicaConfig { address, weight },
+        }
+    }
+}
+
+/// How reads are spread over the replicas (and the primary's share, if any).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancing {
+    /// Fewest busy connections per unit of weight (default): adapts to slow replicas; ties rotate.
+    #[default]
+    LeastConnections,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Consistent (rendezvous) hashing on `routing.hash_key`: a session keeps its replica, and only the
+    /// sessions of a replica that leaves move.
+    Hash,
+}
+
+/// What `hash` load balancing keys a session on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// The login user (default).
+    #[default]
+    User,
+    Database,
+    ApplicationName,
+    ClientAddress,
+    /// The `pgroute.affinity` startup parameter (`options=-c pgroute.affinity=…` or a startup
+    /// parameter), falling back to the user when absent.
+    Affinity,
+}
+
+/// A user's or database's routing default.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultRoute {
+    /// Classify each statement (default).
+    #[default]
+    Auto,
+    /// Everything to the primary (e.g. a migrations user).
+    Primary,
+    /// Everything to replicas (e.g. a reporting user); writes then fail with PostgreSQL's read-only
+    /// error. Hints and rules still override.
+    Replica,
+}
+
+/// Read/write splitting.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send reads to replicas. Default true; without replicas everything goes to the primary anyway.
+    /// Restart to change.
+    pub read_write_split: bool,
+    /// Default `least-connections`. Restart to change.
+    pub load_balancing: LoadBalancing,
+    /// Session key for `hash`. Default `user`. Restart to change.
+    pub hash_key: HashKey,
+    /// The primary's share of reads, as a replica weight. Default 0 (reads only on replicas while any
+    /// is available). Restart to change.
+    pub primary_reads_weight: u32,
+    /// Functions that keep a SELECT on the primary, added to the built-in list (`nextval`, advisory
+    /// locks, `lo_*` writes…). Default none. Restart to change.
+    pub write_functions: Vec<String>,
+    /// Treat functions that are neither built-in reads nor listed writes as writes. Default false (a
+    /// user function that writes then fails on the replica with PostgreSQL's read-only error rather than
+    /// sending every report to the primary). Restart to change.
+    pub unknown_functions_are_writes: bool,
+    /// Per-user defaults, e.g. `{ reporting = "replica", migrator = "primary" }`. Default none.
+    pub users: std::collections::BTreeMap<String, DefaultRoute>,
+    /// Per-database defaults (a user's own default wins). Default none.
+    pub databases: std::collections::BTreeMap<String, DefaultRoute>,
+    /// Query rules, checked in order before the parser: `{ pattern = "regex", route = "replica" }` or
+    /// `{ fingerprint = "16 hex digits", route = "primary" }`. Default none.
+    pub rules: Vec<crate::classify::RuleMatch>,
+    /// Routing decisions cached by query text. Default 10000.
+    pub cache_size: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_write_split: true,
+            load_balancing: LoadBalancing::LeastConnections,
+            hash_key: HashKey::User,
+            primary_reads_weight: 0,
+            write_functions: Vec::new(),
+            unknown_functions_are_writes: false,
+            users: Default::default(),
+            databases: Default::default(),
+            rules: Vec::new(),
+            cache_size: 10_000,
+        }
+    }
 }
 
 /// How client sessions share backend connections.
@@ -383,6 +519,15 @@ impl Config {
                 "auth.file",
                 "required when auth.type is md5 or scram-sha-256 (or set auth.user to look users up with auth.query)",
             ));
+        }
+        if let Err(e) = crate::classify::Classifier::new(&self.routing) {
+            return Err(ConfigError::Invalid {
+                key: "routing.rules",
+                problem: e.to_string(),
+            });
+        }
+        if self.routing.cache_size == 0 {
+            return Err(invalid("routing.cache_size", "must be at least 1"));
         }
         if self.auth.user.is_some() {
             if self.auth.auth_type == AuthType::Trust {

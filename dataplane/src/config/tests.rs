@@ -128,3 +128,28 @@ fn auth_query_settings_are_checked() {
     assert_eq!(pgbouncer.auth.user.as_deref(), Some("a"));
     assert_eq!(pgbouncer.auth.query, DEFAULT_AUTH_QUERY);
 }
+
+#[test]
+fn replicas_take_an_address_or_an_address_and_weight() {
+    let cfg = Config::parse(
+        "[backends]\nprimary = \"p:5432\"\nreplicas = [\"a:5432\", { address = \"b:5432\", weight = 3 }]\n\
+         [routing]\nload_balancing = \"round-robin\"\nusers = { reporting = \"replica\" }\n\
+         rules = [{ pattern = \"^select\", route = \"primary\" }]\n",
+    )
+    .expect("parses");
+    cfg.validate().expect("valid");
+    let weights: Vec<u32> = cfg.backends.replicas.iter().map(|r| r.weight).collect();
+    assert_eq!(weights, vec![1, 3]);
+    assert_eq!(cfg.routing.load_balancing, LoadBalancing::RoundRobin);
+    assert_eq!(
+        cfg.routing.users.get("reporting"),
+        Some(&DefaultRoute::Replica)
+    );
+
+    let bad = Config::parse(
+        "[backends]\nprimary = \"p:5432\"\n[routing]\nrules = [{ pattern = \"(\", route = \"primary\" }]\n",
+    )
+    .expect("parses");
+    let err = bad.validate().expect_err("bad regex");
+    assert!(err.to_string().contains("routing.rules[0]"), "{err}");
+}

@@ -61,7 +61,12 @@ async fn demo_inner(args: &DemoArgs) -> anyhow::Result<()> {
     config.backends.primary = Some(primary.to_string().parse().map_err(anyhow::Error::msg)?);
     config.backends.replicas = replica
         .iter()
-        .map(|r| r.to_string().parse().map_err(anyhow::Error::msg))
+        .map(|r| {
+            r.to_string()
+                .parse::<crate::config::BackendAddr>()
+                .map(Into::into)
+                .map_err(anyhow::Error::msg)
+        })
         .collect::<anyhow::Result<_>>()?;
     config.pool.mode = PoolMode::Transaction;
     config.pool.pool_size = std::num::NonZeroU32::new(args.pool_size.max(1))
@@ -76,26 +81,36 @@ async fn demo_inner(args: &DemoArgs) -> anyhow::Result<()> {
         "running {} clients x {} transactions (70% reads, 20% autocommit writes, 10% multi-statement transactions) ...",
         args.clients, args.transactions
     );
-    let report = workload::run(proxy.addr, args.clients, args.transactions).await?;
+    let report = workload::run(proxy.addr, replica, args.clients, args.transactions).await?;
     report.print();
 
     let pools = proxy.proxy.pools().all();
     println!("\nwhere it ran:");
     for pool in &pools {
         let s = pool.stats();
+        let role = if Some(pool.key().backend.to_string()) == Some(primary.to_string()) {
+            "primary"
+        } else {
+            "replica"
+        };
         println!(
-            "  {:<21} (primary)  {:>6} queries in {:>6} transactions over {} backend connections (opened {})",
+            "  {:<21} ({role})  {:>6} transactions, {:>6} queries, over {} backend connections (opened {})",
             pool.key().backend.to_string(),
-            s.queries.load(Ordering::Relaxed),
             s.checkouts.load(Ordering::Relaxed),
+            s.queries.load(Ordering::Relaxed),
             s.open.load(Ordering::Relaxed),
             s.connects.load(Ordering::Relaxed),
         );
     }
-    if let Some(replica) = replica {
+    println!("\nwhy (transactions by route and reason):");
+    for (route, reason, n) in proxy.proxy.router().counters().snapshot() {
         println!(
-            "  {replica:<21} (replica)       0 queries: read/write splitting is not built yet, so every statement went to the primary"
+            "  {:<8} {:<24} {n:>6}",
+            format!("{route:?}").to_lowercase(),
+            reason.as_str()
         );
+    }
+    if let Some(replica) = replica {
         let rows = workload::replica_rows(replica).await?;
         println!("  the replica streamed the demo's writes: {rows} rows in demo_accounts there");
     }

@@ -68,8 +68,14 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// Creates the table, then runs `clients` concurrent clients for `transactions` units of work each.
-pub async fn run(proxy: SocketAddr, clients: usize, transactions: usize) -> anyhow::Result<Report> {
+/// Creates the table, waits until the replica has it (reads go there; read-your-writes is issue 6's),
+/// then runs `clients` concurrent clients for `transactions` units of work each.
+pub async fn run(
+    proxy: SocketAddr,
+    replica: Option<SocketAddr>,
+    clients: usize,
+    transactions: usize,
+) -> anyhow::Result<Report> {
     let setup = connect(proxy).await?;
     setup
         .batch_execute(&format!(
@@ -79,6 +85,16 @@ pub async fn run(proxy: SocketAddr, clients: usize, transactions: usize) -> anyh
         ))
         .await
         .context("creating the demo table")?;
+    if let Some(replica) = replica {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while replica_rows(replica).await? < i64::from(ACCOUNTS) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the replica did not catch up in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
@@ -98,7 +114,11 @@ pub async fn run(proxy: SocketAddr, clients: usize, transactions: usize) -> anyh
     }
     report.elapsed = started.elapsed();
     let total: i64 = setup
-        .query_one("SELECT sum(balance)::bigint FROM demo_accounts", &[])
+        // The hint sends the check to the primary: a replica may not have replayed the last writes yet.
+        .query_one(
+            "/* pgroute: route=primary */ SELECT sum(balance)::bigint FROM demo_accounts",
+            &[],
+        )
         .await?
         .get(0);
     anyhow::ensure!(

@@ -93,17 +93,26 @@ pub struct Pool {
     /// ParameterStatus values of the first connection, replayed to clients at login so logging in does not
     /// need a backend connection once the pool has one.
     server_params: Mutex<Option<ServerParams>>,
-    /// Backend statement names that some connection of this pool prepared successfully: a client Parse
-    /// of one of these can be answered without a backend (see `session::prepared`).
-    valid_statements: Mutex<std::collections::HashSet<String>>,
+    /// Backend statement names that some connection prepared successfully, shared by the pools of one
+    /// (database, user) on every backend (primary and replicas have the same schema): a client Parse of
+    /// one of these can be answered without a backend (see `session::prepared`).
+    valid_statements: Arc<ValidStatements>,
 }
+
+/// Statement names known to prepare, per (database, user).
+type ValidStatements = Mutex<std::collections::HashSet<String>>;
 
 /// Most statement names remembered per pool as known to prepare; the set is cleared when full (a
 /// forgotten statement only costs a round trip the next time).
 const MAX_VALID_STATEMENTS: usize = 10_000;
 
 impl Pool {
-    fn new(key: PoolKey, config: PoolConfig, connect: ConnectOptions) -> Arc<Pool> {
+    fn new(
+        key: PoolKey,
+        config: PoolConfig,
+        connect: ConnectOptions,
+        valid_statements: Arc<ValidStatements>,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             permits: Arc::new(Semaphore::new(config.pool_size.get() as usize)),
             key,
@@ -112,7 +121,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
-            valid_statements: Mutex::new(std::collections::HashSet::new()),
+            valid_statements,
         })
     }
 
@@ -302,6 +311,7 @@ pub struct Pools {
     max_message_size: usize,
     tls: Option<crate::tls::BackendTls>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    valid: Mutex<HashMap<(String, String), Arc<ValidStatements>>>,
 }
 
 impl Pools {
@@ -318,6 +328,7 @@ impl Pools {
             tls,
             max_message_size,
             pools: Mutex::new(HashMap::new()),
+            valid: Mutex::new(HashMap::new()),
         }
     }
 
@@ -335,7 +346,17 @@ impl Pools {
             max_message_size: self.max_message_size,
             tls: self.tls.clone(),
         };
-        let pool = Pool::new(key.clone(), self.config.clone(), connect);
+        let valid = {
+            let mut valid = self
+                .valid
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            valid
+                .entry((key.database.clone(), key.user.clone()))
+                .or_default()
+                .clone()
+        };
+        let pool = Pool::new(key.clone(), self.config.clone(), connect, valid);
         maintain::spawn(Arc::downgrade(&pool));
         pools.insert(key.clone(), pool.clone());
         pool

@@ -12,6 +12,7 @@ mod handshake;
 mod local;
 mod prepared;
 mod relay;
+mod route;
 mod statement;
 mod tracker;
 mod vars;
@@ -29,9 +30,11 @@ pub use error::SessionError;
 pub use prepared::BackendStatements;
 pub use vars::SessionVars;
 
-use crate::config::{AuthType, PoolMode};
-use crate::pool::{Pool, PoolKey, PooledConn};
+use crate::classify::{Decision, Reason, Route};
+use crate::config::{AuthType, DefaultRoute, HashKey, PoolMode};
+use crate::pool::{Pool, PoolError, PoolKey, PooledConn};
 use crate::proxy::{ClientSlot, Proxy};
+use crate::router::Candidate;
 use client::{ClientConn, ClientStream};
 use handshake::Opening;
 use relay::{RelayEnd, RelayError};
@@ -198,11 +201,55 @@ async fn login(
         }
     }
     let login_slots = proxy.admit_login(&user, &database)?;
+    let routing = &config.routing;
+    let default_route = match routing.users.get(&user) {
+        Some(d) if *d != DefaultRoute::Auto => *d,
+        _ => routing
+            .databases
+            .get(&database)
+            .copied()
+            .unwrap_or_default(),
+    };
+    let session_key = {
+        let peer = client.stream.tcp().and_then(|t| t.peer_addr().ok());
+        let key = match routing.hash_key {
+            HashKey::User => user.clone(),
+            HashKey::Database => database.clone(),
+            HashKey::ApplicationName => params
+                .get("application_name")
+                .unwrap_or_default()
+                .to_owned(),
+            HashKey::ClientAddress => peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            HashKey::Affinity => params.get("pgroute.affinity").unwrap_or(&user).to_owned(),
+        };
+        crate::router::hash64(0, key.as_bytes())
+    };
     let pool = proxy.pools().get(&PoolKey {
         backend: proxy.primary().clone(),
-        database,
-        user,
+        database: database.clone(),
+        user: user.clone(),
     });
+    let mut reads = Vec::new();
+    if routing.read_write_split && !config.backends.replicas.is_empty() {
+        for replica in &config.backends.replicas {
+            reads.push(Candidate {
+                pool: proxy.pools().get(&PoolKey {
+                    backend: replica.address.clone(),
+                    database: database.clone(),
+                    user: user.clone(),
+                }),
+                weight: replica.weight,
+                is_primary: false,
+            });
+        }
+        if routing.primary_reads_weight > 0 {
+            reads.push(Candidate {
+                pool: pool.clone(),
+                weight: routing.primary_reads_weight,
+                is_primary: true,
+            });
+        }
+    }
     let server_params = match pool.server_params() {
         Some(p) => p,
         None => {
@@ -217,7 +264,11 @@ async fn login(
     let mode = config.pool.mode;
     Ok(Some(Session {
         proxy: proxy.clone(),
-        pool,
+        pool: pool.clone(),
+        primary: pool,
+        reads,
+        default_route,
+        session_key,
         mode,
         vars,
         tracker: Tracker::new(
@@ -285,7 +336,16 @@ fn answer_login(
 
 struct Session {
     proxy: Arc<Proxy>,
+    /// The pool of the batch in progress (or of the last one).
     pool: Arc<Pool>,
+    /// This client's pool on the primary.
+    primary: Arc<Pool>,
+    /// Where reads may go: this client's pools on the replicas (and the primary with its share of
+    /// reads). Empty without replicas or with splitting off.
+    reads: Vec<Candidate>,
+    default_route: DefaultRoute,
+    /// Hash of the session key, for `hash` load balancing.
+    session_key: u64,
     mode: PoolMode,
     vars: SessionVars,
     tracker: Tracker,
@@ -316,7 +376,7 @@ impl Session {
         if self.held.is_none() && self.mode == PoolMode::Transaction && self.tracker.at_rest() {
             let answered = match tag {
                 frontend::PARSE => {
-                    local::answer_known_parses(client, &mut self.tracker, &self.pool)?
+                    local::answer_known_parses(client, &mut self.tracker, &self.primary)?
                 }
                 frontend::CLOSE => local::answer_closes(client, &mut self.tracker)?,
                 _ => false,
@@ -325,6 +385,9 @@ impl Session {
                 client.flush_out().await?;
                 return Ok(true);
             }
+        }
+        if self.held.is_none() && self.tracker.at_rest() {
+            self.pool = self.choose_pool(client);
         }
         let mut server = match self.attach(client).await {
             Ok(s) => s,
@@ -381,11 +444,58 @@ impl Session {
         }
     }
 
-    /// The backend connection for the next batch, with this client's session variables applied.
+    /// Where the next batch runs: its route (classification, then the user's or database's default),
+    /// then a replica by the load-balancing policy. Counted by route and reason.
+    fn choose_pool(&self, client: &ClientConn) -> Arc<Pool> {
+        let router = self.proxy.router();
+        if self.reads.is_empty() {
+            return self.primary.clone();
+        }
+        let decision = match self.mode {
+            PoolMode::Session => match self.default_route {
+                DefaultRoute::Replica => Decision::replica(Reason::Default),
+                _ => Decision::primary(Reason::SessionMode),
+            },
+            PoolMode::Transaction => route::apply_default(
+                route::classify_batch(
+                    client.reader.buffer(),
+                    client.reader.max_message_size(),
+                    self.proxy.classifier(),
+                    &self.tracker,
+                ),
+                self.default_route,
+            ),
+        };
+        let (pool, route, reason) = match decision.route {
+            Route::Primary => (self.primary.clone(), Route::Primary, decision.reason),
+            Route::Replica => match router.pick(&self.reads, self.session_key) {
+                Some(c) if c.is_primary => (c.pool.clone(), Route::Primary, Reason::PrimaryShare),
+                Some(c) => (c.pool.clone(), Route::Replica, decision.reason),
+                None => (self.primary.clone(), Route::Primary, Reason::NoReplica),
+            },
+        };
+        router.counters().record(route, reason);
+        tracing::trace!(route = ?route, reason = reason.as_str(), backend = %pool.key().backend, "routed");
+        pool
+    }
+
+    /// The backend connection for the next batch, with this client's session variables applied. A
+    /// replica that cannot be reached hands the batch to the primary.
     async fn attach(&mut self, client: &ClientConn) -> Result<PooledConn, SessionError> {
         let mut server = match self.held.take() {
             Some(s) => s,
-            None => checkout_unless_gone(&self.pool, client).await?,
+            None => match checkout_unless_gone(&self.pool, client).await {
+                Err(SessionError::Pool(PoolError::Connect { backend, source }))
+                    if !Arc::ptr_eq(&self.pool, &self.primary) =>
+                {
+                    tracing::warn!(%backend, error = %crate::error_chain(&source), "replica unreachable; running the batch on the primary");
+                    let counters = self.proxy.router().counters();
+                    counters.record(Route::Primary, Reason::NoReplica);
+                    self.pool = self.primary.clone();
+                    checkout_unless_gone(&self.pool, client).await?
+                }
+                other => other?,
+            },
         };
         let conn = server.conn();
         if let Some(sql) = self.vars.sync_sql(&conn.applied) {

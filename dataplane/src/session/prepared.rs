@@ -24,6 +24,9 @@ pub(crate) struct Statement {
     pub(crate) server_name: String,
     /// The Parse message under `server_name`.
     pub(crate) parse: Bytes,
+    /// Where executions of this statement go, classified at the first execution that needs it and then
+    /// kept, so Binds never classify again.
+    pub(crate) decision: std::sync::OnceLock<Option<crate::classify::Decision>>,
 }
 
 impl Statement {
@@ -42,7 +45,16 @@ impl Statement {
         Ok(Statement {
             server_name,
             parse: parse.freeze(),
+            decision: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The statement's SQL text.
+    pub(crate) fn sql(&self) -> &str {
+        self.parse
+            .get(5..)
+            .and_then(|body| fe::parse_message(body).ok())
+            .map_or("", |(_, sql)| sql)
     }
 }
 

@@ -155,6 +155,11 @@ impl Tracker {
         self.statements.contains(name)
     }
 
+    /// The client's statement of this name.
+    pub(crate) fn statement(&self, name: &str) -> Option<&Arc<Statement>> {
+        self.statements.get(name)
+    }
+
     /// Forgets a client statement (a Close the proxy answered itself).
     pub(crate) fn remove_statement(&mut self, name: &str) {
         self.statements.remove(name);

@@ -7,6 +7,7 @@ mod clients;
 mod faults;
 mod pool_timers;
 mod pooling;
+mod routing;
 mod soak;
 mod tls;
 mod tools;

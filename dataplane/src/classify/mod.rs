@@ -1,0 +1,341 @@
+//! SQL → route: whether a statement may run on a replica, and why.
+//!
+//! In order: leading-comment hints, configured query rules, a keyword fast path, then the `sqlparser`
+//! AST. A replica is chosen only when sure: anything unparsable, unknown or writing goes to the primary.
+//! Decisions are cached by query text (bounded, sharded, so concurrent sessions rarely contend), and
+//! prepared statements keep their decision, so a statement is classified once, not per execution.
+
+mod ast;
+mod functions;
+mod hint;
+mod lexer;
+mod normalize;
+mod rules;
+
+use quick_cache::sync::Cache;
+
+pub use functions::{FunctionPolicy, KNOWN_READS, WRITES};
+pub use hint::Hints;
+pub use normalize::{fingerprint, normalize};
+pub use rules::{QueryRule, RuleError, RuleMatch};
+
+use crate::config::RoutingConfig;
+use ast::Verdict;
+use lexer::{tokens, Token};
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Primary,
+    Replica,
+}
+
+/// Why a statement went where it did: reported in counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A `/* pgroute: route=… */` comment.
+    Hint,
+    /// A configured query rule matched.
+    Rule,
+    /// The user's or database's configured default route.
+    Default,
+    /// A read-only statement.
+    ReadOnly,
+    /// `BEGIN READ ONLY` / `START TRANSACTION READ ONLY`.
+    ReadOnlyTransaction,
+    /// DML, DDL or any other statement that is not a read.
+    Write,
+    /// `FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE`.
+    LockClause,
+    /// A call to a function that writes or locks.
+    WriteFunction,
+    /// `SELECT … INTO` creates a table.
+    SelectInto,
+    /// `WITH … AS (INSERT/UPDATE/DELETE …)`.
+    WritingCte,
+    /// `SHOW` of a setting whose value differs on replicas.
+    PrimaryOnlySetting,
+    /// A read-write transaction (plain `BEGIN`), or transaction control alone.
+    Transaction,
+    /// The parser could not read the statement.
+    ParseFailure,
+    /// The batch was not complete when routed (a Flush, or data still arriving).
+    Incomplete,
+    /// Session pooling: one connection for the whole session.
+    SessionMode,
+    /// No replica could take the read.
+    NoReplica,
+    /// Reads were configured to go to the primary too (`primary_reads_weight`), and it was picked.
+    PrimaryShare,
+}
+
+impl Reason {
+    /// Every reason, in a fixed order (for counters).
+    pub const ALL: [Reason; 17] = [
+        Reason::Hint,
+        Reason::Rule,
+        Reason::Default,
+        Reason::ReadOnly,
+        Reason::ReadOnlyTransaction,
+        Reason::Write,
+        Reason::LockClause,
+        Reason::WriteFunction,
+        Reason::SelectInto,
+        Reason::WritingCte,
+        Reason::PrimaryOnlySetting,
+        Reason::Transaction,
+        Reason::ParseFailure,
+        Reason::Incomplete,
+        Reason::SessionMode,
+        Reason::NoReplica,
+        Reason::PrimaryShare,
+    ];
+
+    /// Position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
+    /// A short snake_case name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Hint => "hint",
+            Reason::Rule => "rule",
+            Reason::Default => "default",
+            Reason::ReadOnly => "read_only",
+            Reason::ReadOnlyTransaction => "read_only_transaction",
+            Reason::Write => "write",
+            Reason::LockClause => "lock_clause",
+            Reason::WriteFunction => "write_function",
+            Reason::SelectInto => "select_into",
+            Reason::WritingCte => "writing_cte",
+            Reason::PrimaryOnlySetting => "primary_only_setting",
+            Reason::Transaction => "transaction",
+            Reason::ParseFailure => "parse_failure",
+            Reason::Incomplete => "incomplete_batch",
+            Reason::SessionMode => "session_mode",
+            Reason::NoReplica => "no_replica",
+            Reason::PrimaryShare => "primary_share",
+        }
+    }
+}
+
+/// A routing decision for one statement or batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub route: Route,
+    pub reason: Reason,
+}
+
+impl Decision {
+    pub const fn primary(reason: Reason) -> Decision {
+        Decision {
+            route: Route::Primary,
+            reason,
+        }
+    }
+
+    pub const fn replica(reason: Reason) -> Decision {
+        Decision {
+            route: Route::Replica,
+            reason,
+        }
+    }
+
+    /// Hints and rules are about the statement itself and beat a user's or database's default.
+    pub fn overrides_defaults(self) -> bool {
+        matches!(self.reason, Reason::Hint | Reason::Rule)
+    }
+
+    /// `Neutral` statements (COMMIT…) route where the rest of their batch goes.
+    fn from_verdict(v: Verdict) -> Option<Decision> {
+        match v {
+            Verdict::Read(r) => Some(Decision::replica(r)),
+            Verdict::Write(r) => Some(Decision::primary(r)),
+            Verdict::Neutral => None,
+        }
+    }
+}
+
+/// Longest query text whose decision is cached (longer ones are usually bulk loads with inline data).
+const MAX_CACHED_LEN: usize = 16 * 1024;
+
+/// Classifies statements under one routing configuration. Shared by every session of a proxy.
+pub struct Classifier {
+    functions: FunctionPolicy,
+    rules: Vec<QueryRule>,
+    cache: Cache<String, Option<Decision>>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("rules", &self.rules.len())
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+impl Classifier {
+    pub fn new(config: &RoutingConfig) -> Result<Classifier, RuleError> {
+        Ok(Classifier {
+            functions: FunctionPolicy::new(
+                &config.write_functions,
+                config.unknown_functions_are_writes,
+            ),
+            rules: config
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| QueryRule::compile_at(i, r))
+                .collect::<Result<_, _>>()?,
+            cache: Cache::new(config.cache_size.max(1)),
+        })
+    }
+
+    /// The decision for `sql` (one Query message or one Parse), `None` for statements that route with
+    /// the rest of their batch (COMMIT, ROLLBACK, SAVEPOINT, empty text).
+    pub fn classify(&self, sql: &str) -> Option<Decision> {
+        if sql.len() > MAX_CACHED_LEN {
+            return self.classify_uncached(sql);
+        }
+        if let Some(d) = self.cache.get(sql) {
+            return d;
+        }
+        let d = self.classify_uncached(sql);
+        self.cache.insert(sql.to_owned(), d);
+        d
+    }
+
+    /// Decisions held in the cache right now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn classify_uncached(&self, sql: &str) -> Option<Decision> {
+        if let Some(route) = hint::parse(sql).route {
+            return Some(Decision {
+                route,
+                reason: Reason::Hint,
+            });
+        }
+        if !self.rules.is_empty() {
+            let normalized = normalize(sql);
+            let print = fingerprint(&normalized);
+            if let Some(rule) = self.rules.iter().find(|r| r.matches(&normalized, &print)) {
+                return Some(Decision {
+                    route: rule.route,
+                    reason: Reason::Rule,
+                });
+            }
+        }
+        match fast_path(sql) {
+            Fast::Decided(d) => d,
+            Fast::Parse => match ast::classify(sql, &self.functions) {
+                Some(v) => Decision::from_verdict(v),
+                None => Some(Decision::primary(Reason::ParseFailure)),
+            },
+        }
+    }
+}
+
+enum Fast {
+    Decided(Option<Decision>),
+    Parse,
+}
+
+/// Statements whose first keyword settles them, without a parse.
+const WRITE_KEYWORDS: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "grant",
+    "revoke",
+    "comment",
+    "do",
+    "call",
+    "refresh",
+    "vacuum",
+    "analyze",
+    "analyse",
+    "cluster",
+    "reindex",
+    "lock",
+    "checkpoint",
+    "listen",
+    "unlisten",
+    "notify",
+    "prepare",
+    "execute",
+    "deallocate",
+    "discard",
+    "set",
+    "reset",
+    "declare",
+    "fetch",
+    "move",
+    "close",
+    "security",
+    "import",
+    "load",
+    "reassign",
+];
+
+/// The keyword fast path: writes by first keyword, and plain SELECT/TABLE/SHOW without anything that
+/// needs a closer look (no parentheses, so no function calls or subqueries; no `FOR`, `INTO`; one
+/// statement). Everything else goes to the parser. `COPY` here is always a write; `COPY … TO STDOUT`
+/// reads are found by the parser, which the fast path sends them to.
+fn fast_path(sql: &str) -> Fast {
+    let mut toks = tokens(sql).peekable();
+    let first = loop {
+        match toks.next() {
+            None => return Fast::Decided(None),
+            Some(Token::Punct(';')) => continue,
+            Some(Token::Word(w)) => break w.to_ascii_lowercase(),
+            Some(_) => return Fast::Parse,
+        }
+    };
+    match first.as_str() {
+        "copy" | "explain" | "with" | "values" | "begin" | "start" | "commit" | "rollback"
+        | "end" | "abort" | "savepoint" | "release" => Fast::Parse,
+        "select" | "table" | "show" => {
+            let mut words = Vec::new();
+            for t in toks.by_ref() {
+                match t {
+                    Token::Punct('(') => return Fast::Parse,
+                    Token::Punct(';') => break,
+                    Token::Word(w) => {
+                        if w.eq_ignore_ascii_case("for") || w.eq_ignore_ascii_case("into") {
+                            return Fast::Parse;
+                        }
+                        if first == "show" {
+                            words.push(w.to_ascii_lowercase());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if toks.next().is_some() {
+                return Fast::Parse; // more than one statement
+            }
+            if first == "show" {
+                let setting = words.join(" ");
+                if ast::PRIMARY_ONLY_SETTINGS.contains(&setting.as_str()) {
+                    return Fast::Decided(Some(Decision::primary(Reason::PrimaryOnlySetting)));
+                }
+            }
+            Fast::Decided(Some(Decision::replica(Reason::ReadOnly)))
+        }
+        w if WRITE_KEYWORDS.contains(&w) => Fast::Decided(Some(Decision::primary(Reason::Write))),
+        _ => Fast::Parse,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! Choosing where a client's next batch runs, before a backend is attached.
+//!
+//! The batch is what the client has already sent up to its first Sync or simple Query: every Query,
+//! Parse, and Bind/Describe of a named statement in it is classified (from the cache, or the decision a
+//! prepared statement keeps), and one write sends the whole batch to the primary. A batch that is not
+//! complete yet (a Flush, or bytes still on their way) goes to the primary, since what follows in the
+//! same implicit transaction cannot be known. Explicit transactions need nothing here: the relay keeps
+//! the backend until the transaction ends, so everything in it runs where its first batch ran.
+
+use pgroute_protocol::frame::tagged_frame_len;
+use pgroute_protocol::frontend as fe;
+
+use crate::classify::{Classifier, Decision, Reason, Route};
+use crate::config::DefaultRoute;
+
+use super::tracker::Tracker;
+
+/// Classifies the batch at the front of `buffer`.
+pub(super) fn classify_batch(
+    buffer: &[u8],
+    max_message_size: usize,
+    classifier: &Classifier,
+    tracker: &Tracker,
+) -> Decision {
+    let mut at = 0;
+    let mut decided: Option<Decision> = None;
+    let mut complete = false;
+    let mut note = |d: Option<Decision>| match (decided, d) {
+        (_, None) => {}
+        (Some(prev), _) if prev.route == Route::Primary => {}
+        (_, Some(d)) if d.route == Route::Primary => decided = Some(d),
+        (None, d) => decided = d,
+        (Some(_), Some(_)) => {}
+    };
+    while let Ok(Some(len)) = tagged_frame_len(&buffer[at..], max_message_size) {
+        let frame = &buffer[at..at + len];
+        let body = &frame[5..];
+        at += len;
+        match frame[0] {
+            fe::QUERY => {
+                note(
+                    fe::query_text(body)
+                        .ok()
+                        .and_then(|sql| classifier.classify(sql)),
+                );
+                complete = true;
+                break;
+            }
+            fe::SYNC => {
+                complete = true;
+                break;
+            }
+            fe::PARSE => note(
+                fe::parse_message(body)
+                    .ok()
+                    .and_then(|(_, sql)| classifier.classify(sql)),
+            ),
+            fe::BIND => {
+                if let Ok((_, name)) = fe::bind_names(body) {
+                    note(statement_decision(name, classifier, tracker));
+                }
+            }
+            fe::DESCRIBE => {
+                if let Ok((b'S', name)) = fe::target_name(body, "Describe") {
+                    note(statement_decision(name, classifier, tracker));
+                }
+            }
+            fe::EXECUTE | fe::CLOSE => {}
+            // Flush, COPY data outside COPY, function calls: not a batch the proxy can reason about.
+            _ => {
+                note(Some(Decision::primary(Reason::Incomplete)));
+                break;
+            }
+        }
+    }
+    match decided {
+        Some(d) if d.route == Route::Primary => d,
+        _ if !complete => Decision::primary(Reason::Incomplete),
+        Some(d) => d,
+        // Only transaction control or empty queries: nothing to gain from a replica.
+        None => Decision::primary(Reason::Transaction),
+    }
+}
+
+/// The decision of a client's named statement, classified once and kept on the statement.
+fn statement_decision(name: &str, classifier: &Classifier, tracker: &Tracker) -> Option<Decision> {
+    if name.is_empty() {
+        return None; // the unnamed statement: its Parse is in this batch, or it is gone anyway
+    }
+    match tracker.statement(name) {
+        Some(stmt) => *stmt
+            .decision
+            .get_or_init(|| classifier.classify(stmt.sql())),
+        // Unknown to the proxy (session mode, or never prepared): PostgreSQL will say so on the primary.
+        None => Some(Decision::primary(Reason::Write)),
+    }
+}
+
+/// A user's or database's default applies unless a hint or rule spoke for the statement itself.
+pub(super) fn apply_default(decision: Decision, default: DefaultRoute) -> Decision {
+    if decision.overrides_defaults() {
+        return decision;
+    }
+    match default {
+        DefaultRoute::Auto => decision,
+        DefaultRoute::Primary => Decision::primary(Reason::Default),
+        DefaultRoute::Replica => Decision::replica(Reason::Default),
+    }
+}
