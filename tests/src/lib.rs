@@ -95,7 +95,10 @@ impl Stack {
     pub async fn wait_for_replicas(&self) -> anyhow::Result<()> {
         let primary = self.connect_direct().await?;
         let lsn: String = primary
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            // The insert position, not the write position: the kit runs with synchronous_commit off,
+            // so a commit can return before its record is written, and waiting for the write position
+            // could end before the commit is replayed.
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await?
             .get(0);
         for replica in self.cluster.replicas() {

@@ -26,11 +26,7 @@ pub(crate) enum Verdict {
 }
 
 /// Settings whose value differs between a primary and a replica: `SHOW` of these goes to the primary.
-pub(crate) const PRIMARY_ONLY_SETTINGS: &[&str] = &[
-    "transaction_read_only",
-    "in_hot_standby",
-    "default_transaction_read_only",
-];
+pub(crate) const PRIMARY_ONLY_SETTINGS: &[&str] = &["transaction_read_only", "in_hot_standby"];
 
 /// Parses `sql` (one or more statements) and combines their verdicts: any write decides; otherwise
 /// any read; all neutral is `Neutral`. `None` when the parser cannot read it.

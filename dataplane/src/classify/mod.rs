@@ -287,12 +287,12 @@ const WRITE_KEYWORDS: &[&str] = &[
     "reassign",
 ];
 
-/// The keyword fast path: writes by first keyword, and plain SELECT/TABLE/SHOW without anything that
-/// needs a closer look (no parentheses, so no function calls or subqueries; no `FOR`, `INTO`; one
-/// statement). Everything else goes to the parser. `COPY` here is always a write; `COPY … TO STDOUT`
-/// reads are found by the parser, which the fast path sends them to.
+/// The keyword fast path: writes by their first keyword, `TABLE name` and `SHOW setting` (which the
+/// parser does not read, or reads without adding anything). Reads (`SELECT`, `WITH`, `VALUES`…) always go
+/// through the parser, whose answer is cached: a replica is chosen only for SQL that parsed, so even
+/// malformed reads get their syntax error from the primary, like everything the parser cannot read.
 fn fast_path(sql: &str) -> Fast {
-    let mut toks = tokens(sql).peekable();
+    let mut toks = tokens(sql);
     let first = loop {
         match toks.next() {
             None => return Fast::Decided(None),
@@ -302,33 +302,40 @@ fn fast_path(sql: &str) -> Fast {
         }
     };
     match first.as_str() {
-        "copy" | "explain" | "with" | "values" | "begin" | "start" | "commit" | "rollback"
-        | "end" | "abort" | "savepoint" | "release" => Fast::Parse,
-        "select" | "table" | "show" => {
+        "table" => {
+            // `TABLE [schema.]name [;]`, nothing else.
+            let rest: Vec<Token<'_>> = toks.collect();
+            let body = match rest.last() {
+                Some(Token::Punct(';')) => &rest[..rest.len() - 1],
+                _ => &rest[..],
+            };
+            let well_formed = !body.is_empty()
+                && body.iter().enumerate().all(|(i, t)| match t {
+                    Token::Word(_) | Token::Quoted(_) => i % 2 == 0,
+                    Token::Punct('.') => i % 2 == 1,
+                    _ => false,
+                })
+                && body.len() % 2 == 1;
+            if well_formed {
+                Fast::Decided(Some(Decision::replica(Reason::ReadOnly)))
+            } else {
+                Fast::Decided(Some(Decision::primary(Reason::ParseFailure)))
+            }
+        }
+        "show" => {
             let mut words = Vec::new();
             for t in toks.by_ref() {
                 match t {
-                    Token::Punct('(') => return Fast::Parse,
+                    Token::Word(w) => words.push(w.to_ascii_lowercase()),
                     Token::Punct(';') => break,
-                    Token::Word(w) => {
-                        if w.eq_ignore_ascii_case("for") || w.eq_ignore_ascii_case("into") {
-                            return Fast::Parse;
-                        }
-                        if first == "show" {
-                            words.push(w.to_ascii_lowercase());
-                        }
-                    }
-                    _ => {}
+                    _ => return Fast::Parse,
                 }
             }
-            if toks.next().is_some() {
-                return Fast::Parse; // more than one statement
+            if toks.next().is_some() || words.is_empty() {
+                return Fast::Parse; // more than one statement, or a bare SHOW
             }
-            if first == "show" {
-                let setting = words.join(" ");
-                if ast::PRIMARY_ONLY_SETTINGS.contains(&setting.as_str()) {
-                    return Fast::Decided(Some(Decision::primary(Reason::PrimaryOnlySetting)));
-                }
+            if ast::PRIMARY_ONLY_SETTINGS.contains(&words.join(" ").as_str()) {
+                return Fast::Decided(Some(Decision::primary(Reason::PrimaryOnlySetting)));
             }
             Fast::Decided(Some(Decision::replica(Reason::ReadOnly)))
         }

@@ -42,64 +42,67 @@ impl Router {
         &self.counters
     }
 
-    /// The candidate that takes the next read, `None` when there is none with a positive weight.
+    /// The candidate that takes the next read, `None` when there is none with a positive weight. Runs
+    /// once per routed transaction, so it walks the slice without allocating.
     pub fn pick<'a>(&self, candidates: &'a [Candidate], session_key: u64) -> Option<&'a Candidate> {
-        let live: Vec<&Candidate> = candidates.iter().filter(|c| c.weight > 0).collect();
-        if live.len() <= 1 {
-            return live.first().copied();
+        let live = || candidates.iter().filter(|c| c.weight > 0);
+        let count = live().count();
+        if count <= 1 {
+            return live().next();
         }
-        let total: u64 = live.iter().map(|c| u64::from(c.weight)).sum();
-        let index = match self.policy {
+        let total: u64 = live().map(|c| u64::from(c.weight)).sum();
+        match self.policy {
             LoadBalancing::LeastConnections => {
-                let start = self.turn.fetch_add(1, Ordering::Relaxed) as usize;
+                let start = self.turn.fetch_add(1, Ordering::Relaxed) as usize % count;
                 let load = |c: &Candidate| u64::from(c.pool.stats().active.load(Ordering::Relaxed));
-                let mut best = start % live.len();
-                for step in 1..live.len() {
-                    let i = (start + step) % live.len();
-                    // active_i / weight_i < active_best / weight_best, without division.
-                    if load(live[i]) * u64::from(live[best].weight)
-                        < load(live[best]) * u64::from(live[i].weight)
-                    {
-                        best = i;
+                // Start at a rotating position so ties spread; keep the first strictly less loaded
+                // (active_i / weight_i < active_best / weight_best, compared without division).
+                live().cycle().skip(start).take(count).reduce(|best, c| {
+                    if load(c) * u64::from(best.weight) < load(best) * u64::from(c.weight) {
+                        c
+                    } else {
+                        best
                     }
-                }
-                best
+                })
             }
             LoadBalancing::RoundRobin => {
-                weighted_slot(&live, self.turn.fetch_add(1, Ordering::Relaxed) % total)
+                weighted_slot(live(), self.turn.fetch_add(1, Ordering::Relaxed) % total)
             }
-            LoadBalancing::Random => weighted_slot(&live, rand::random_range(0..total)),
-            LoadBalancing::Hash => rendezvous(&live, session_key),
-        };
-        live.get(index).copied()
+            LoadBalancing::Random => weighted_slot(live(), rand::random_range(0..total)),
+            LoadBalancing::Hash => rendezvous(live(), session_key),
+        }
     }
 }
 
 /// The candidate whose cumulative weight range holds `slot` (0 ≤ slot < total weight).
-fn weighted_slot(live: &[&Candidate], mut slot: u64) -> usize {
-    for (i, c) in live.iter().enumerate() {
+fn weighted_slot<'a>(
+    live: impl Iterator<Item = &'a Candidate>,
+    mut slot: u64,
+) -> Option<&'a Candidate> {
+    for c in live {
         let w = u64::from(c.weight);
         if slot < w {
-            return i;
+            return Some(c);
         }
         slot -= w;
     }
-    0
+    None
 }
 
 /// Weighted rendezvous hashing: the candidate with the highest `-weight / ln(u)`, where `u` in (0, 1)
 /// is a hash of the session key and the candidate's address.
-fn rendezvous(live: &[&Candidate], key: u64) -> usize {
-    let mut best = (0, f64::MIN);
-    for (i, c) in live.iter().enumerate() {
-        let h = hash64(key, c.pool.key().backend.to_string().as_bytes());
+fn rendezvous<'a>(live: impl Iterator<Item = &'a Candidate>, key: u64) -> Option<&'a Candidate> {
+    let mut best: Option<(&Candidate, f64)> = None;
+    for c in live {
+        let backend = &c.pool.key().backend;
+        let h = hash64(key ^ u64::from(backend.port()), backend.host().as_bytes());
         let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let score = -f64::from(c.weight) / u.ln();
-        if score > best.1 {
-            best = (i, score);
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
         }
     }
-    best.0
+    best.map(|(c, _)| c)
 }
 
 /// FNV-1a over a seed and bytes, then a final mix (so nearby keys spread).

@@ -403,6 +403,11 @@ impl Session {
             key: conn.key(),
         }));
         let release_at_rest = self.mode == PoolMode::Transaction;
+        let on_replica = release_at_rest && !Arc::ptr_eq(&self.pool, &self.primary);
+        let gate = on_replica.then(|| route::RouteGate {
+            classifier: self.proxy.classifier(),
+            default: self.default_route,
+        });
         let end = relay::run(
             client,
             conn,
@@ -410,6 +415,7 @@ impl Session {
             &mut self.vars,
             self.pool.stats(),
             release_at_rest,
+            gate,
         )
         .await;
         self.cancel.set_target(None);

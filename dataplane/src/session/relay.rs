@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::client::{ClientConn, ClientStream};
 use super::prepared::BackendStatements;
+use super::route::RouteGate;
 use super::tracker::{ClientAction, ServerAction, Tracker};
 use super::vars::SessionVars;
 use crate::pool::{PoolStats, ServerConn, ServerStream};
@@ -48,6 +49,7 @@ struct Ctx<'a> {
     vars: &'a mut SessionVars,
     stats: &'a PoolStats,
     release_at_rest: bool,
+    gate: Option<RouteGate<'a>>,
 }
 
 /// Relays until the backend is at rest (transaction mode) or the client leaves.
@@ -58,6 +60,7 @@ pub(crate) async fn run(
     vars: &mut SessionVars,
     stats: &PoolStats,
     release_at_rest: bool,
+    gate: Option<RouteGate<'_>>,
 ) -> Result<RelayEnd, RelayError> {
     let ctx = Ctx {
         client_reader: &mut client.reader,
@@ -67,6 +70,7 @@ pub(crate) async fn run(
         vars,
         stats,
         release_at_rest,
+        gate,
     };
     // Plain TCP keeps its zero-cost borrowed split; TLS goes through tokio's locked split.
     match (&mut client.stream, &mut server.stream) {
@@ -114,7 +118,10 @@ where
         vars,
         stats,
         release_at_rest,
+        gate,
     } = ctx;
+    // Client input held back for a new route (see `RouteGate`): stop reading until at rest.
+    let mut held_back = false;
     let mut to_server_scratch = BytesMut::new();
     let mut to_client_scratch = BytesMut::new();
     let (mut to_server, terminated) = client_batch(
@@ -153,6 +160,9 @@ where
                 if to_client.is_none() {
                     // TLS may hold the end of the batch until flushed; TCP's flush does nothing.
                     cw.flush().await.map_err(RelayError::Client)?;
+                    if held_back && release_at_rest && to_server.is_none() && tracker.at_rest() {
+                        return Ok(RelayEnd::AtRest { tail: None });
+                    }
                 }
             }
             r = sr.read_buf(server_reader.buffer_mut()), if to_client.is_none() => {
@@ -166,9 +176,18 @@ where
                     return Ok(RelayEnd::AtRest { tail: to_client });
                 }
             }
-            r = cr.read_buf(client_reader.buffer_mut()), if to_server.is_none() => {
+            r = cr.read_buf(client_reader.buffer_mut()), if to_server.is_none() && !held_back => {
                 if r.map_err(RelayError::Client)? == 0 {
                     return Ok(RelayEnd::ClientGone { clean: tracker.at_rest() });
+                }
+                if let Some(g) = &gate {
+                    if g.holds_back(client_reader.buffer(), client_reader.max_message_size(), tracker) {
+                        held_back = true;
+                        if release_at_rest && to_client.is_none() && tracker.at_rest() {
+                            return Ok(RelayEnd::AtRest { tail: None });
+                        }
+                        continue;
+                    }
                 }
                 let (batch, terminated) =
                     client_batch(client_reader, tracker, backend, stats, &mut to_server_scratch)

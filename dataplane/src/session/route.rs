@@ -15,7 +15,8 @@ use crate::config::DefaultRoute;
 
 use super::tracker::Tracker;
 
-/// Classifies the batch at the front of `buffer`.
+/// Classifies what the client has sent so far: every whole frame in `buffer`, across Syncs (a pipelining
+/// client may have several batches waiting, and the relay forwards all of them to the same server).
 pub(super) fn classify_batch(
     buffer: &[u8],
     max_message_size: usize,
@@ -24,7 +25,8 @@ pub(super) fn classify_batch(
 ) -> Decision {
     let mut at = 0;
     let mut decided: Option<Decision> = None;
-    let mut complete = false;
+    // Frames since the last Sync or Query: their implicit transaction is still open.
+    let mut open = false;
     let mut note = |d: Option<Decision>| match (decided, d) {
         (_, None) => {}
         (Some(prev), _) if prev.route == Route::Primary => {}
@@ -36,6 +38,7 @@ pub(super) fn classify_batch(
         let frame = &buffer[at..at + len];
         let body = &frame[5..];
         at += len;
+        open = true;
         match frame[0] {
             fe::QUERY => {
                 note(
@@ -43,13 +46,9 @@ pub(super) fn classify_batch(
                         .ok()
                         .and_then(|sql| classifier.classify(sql)),
                 );
-                complete = true;
-                break;
+                open = false;
             }
-            fe::SYNC => {
-                complete = true;
-                break;
-            }
+            fe::SYNC => open = false,
             fe::PARSE => note(
                 fe::parse_message(body)
                     .ok()
@@ -66,19 +65,49 @@ pub(super) fn classify_batch(
                 }
             }
             fe::EXECUTE | fe::CLOSE => {}
-            // Flush, COPY data outside COPY, function calls: not a batch the proxy can reason about.
-            _ => {
-                note(Some(Decision::primary(Reason::Incomplete)));
-                break;
-            }
+            // Flush, function calls, anything else: not a batch the proxy can reason about.
+            _ => note(Some(Decision::primary(Reason::Incomplete))),
         }
     }
     match decided {
         Some(d) if d.route == Route::Primary => d,
-        _ if !complete => Decision::primary(Reason::Incomplete),
+        _ if open || at == 0 => Decision::primary(Reason::Incomplete),
         Some(d) => d,
         // Only transaction control or empty queries: nothing to gain from a replica.
         None => Decision::primary(Reason::Transaction),
+    }
+}
+
+/// Keeps a replica connection from receiving what must run on the primary: a pipelining client can send
+/// its next batch while the first still runs, and the relay would otherwise forward it to the same
+/// server. Between batches (no implicit or explicit transaction open), new input that routes to the
+/// primary is held back until the replica is at rest, and then routed afresh.
+pub(crate) struct RouteGate<'a> {
+    pub(super) classifier: &'a Classifier,
+    pub(super) default: DefaultRoute,
+}
+
+impl RouteGate<'_> {
+    /// Whether the whole frames in `buffer` must wait for a new route.
+    pub(crate) fn holds_back(
+        &self,
+        buffer: &[u8],
+        max_message_size: usize,
+        tracker: &Tracker,
+    ) -> bool {
+        if !tracker.between_batches()
+            || tagged_frame_len(buffer, max_message_size)
+                .ok()
+                .flatten()
+                .is_none()
+        {
+            return false;
+        }
+        let decision = apply_default(
+            classify_batch(buffer, max_message_size, self.classifier, tracker),
+            self.default,
+        );
+        decision.route == Route::Primary
     }
 }
 

@@ -132,6 +132,12 @@ impl Tracker {
             && self.status == TxStatus::Idle
     }
 
+    /// No implicit (unsynced) or explicit transaction open: the next client message starts a new
+    /// transaction, although answers to earlier ones may still be on their way.
+    pub(crate) fn between_batches(&self) -> bool {
+        !self.unsynced && !self.skipping_to_sync && self.status == TxStatus::Idle
+    }
+
     pub(crate) fn status(&self) -> TxStatus {
         self.status
     }

@@ -211,7 +211,11 @@ async fn user_defaults_and_query_rules_override_classification() -> anyhow::Resu
             _ => None,
         })
         .ok_or_else(|| anyhow::anyhow!("no row"))?;
-    assert!(p.replicas.contains(&port), "reporter ran on {port}");
+    assert!(
+        p.replicas.contains(&port),
+        "reporter ran on {port}; routes so far: {:?}",
+        stack.proxy.proxy.router().counters().snapshot()
+    );
     // A hint still wins over the user's default.
     assert_eq!(
         port_of(
@@ -396,5 +400,71 @@ async fn an_unreachable_replica_hands_reads_to_the_primary() -> anyhow::Result<(
             .get(Route::Primary, Reason::NoReplica)
             >= 1
     );
+    Ok(())
+}
+
+/// A client that pipelines a write behind a read (tokio-postgres sends both before reading answers):
+/// the write must never reach the replica running the read, whether both arrive together or the write
+/// arrives while the read still runs.
+#[tokio::test]
+async fn a_write_pipelined_behind_a_read_runs_on_the_primary() -> anyhow::Result<()> {
+    let stack = stack(|_| {}).await?;
+    let p = ports(&stack);
+    let client = stack.connect().await?;
+    let read = client
+        .prepare("SELECT inet_server_port(), pg_sleep(0.05)::text FROM items WHERE id = $1")
+        .await?;
+    let write = client
+        .prepare("UPDATE items SET v = v + 1 WHERE id = $1 RETURNING inet_server_port()")
+        .await?;
+    for id in 1..=20 {
+        let (r, w) = futures_util::future::join(
+            client.query_one(&read, &[&id]),
+            client.query_one(&write, &[&id]),
+        )
+        .await;
+        let w: i32 = w?.get(0);
+        assert_eq!(w as u16, p.primary, "pipelined write {id}");
+        let r: i32 = r?.get(0);
+        assert!(r as u16 == p.primary || p.replicas.contains(&(r as u16)));
+    }
+    Ok(())
+}
+
+/// The same, byte by byte: the write batch arrives while the read batch is still running on a replica
+/// (a driver pipelining over a slow network), so it must be held back and routed on its own.
+#[tokio::test]
+async fn a_write_arriving_while_a_replica_runs_a_read_waits_for_the_primary() -> anyhow::Result<()>
+{
+    use pgroute_protocol::backend::DATA_ROW;
+    use pgroute_tests::raw::RawClient;
+
+    let stack = stack(|_| {}).await?;
+    let p = ports(&stack);
+    let mut c = RawClient::login(stack.addr()).await?;
+    c.query("SELECT inet_server_port()::text, pg_sleep(0.3)::text");
+    c.flush().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    c.query("UPDATE items SET v = v + 1 WHERE id = 9 RETURNING inet_server_port()::text");
+    let mut ports_seen = Vec::new();
+    for _ in 0..2 {
+        let msgs = c.until_ready().await?;
+        if let Some(e) = msgs.iter().find_map(|m| m.error()) {
+            anyhow::bail!("pipelined statement failed: {} ({})", e.message, e.code);
+        }
+        let row = msgs
+            .iter()
+            .find(|m| m.tag == DATA_ROW)
+            .ok_or_else(|| anyhow::anyhow!("no row"))?;
+        let values = pgroute_protocol::backend::data_row_values(&row.body)?;
+        let port: u16 = std::str::from_utf8(values[0].unwrap_or_default())?.parse()?;
+        ports_seen.push(port);
+    }
+    assert!(
+        p.replicas.contains(&ports_seen[0]),
+        "read ran on {}",
+        ports_seen[0]
+    );
+    assert_eq!(ports_seen[1], p.primary, "the write ran on the primary");
     Ok(())
 }
