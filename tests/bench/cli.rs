@@ -12,7 +12,8 @@ use crate::matrix::RunOptions;
 const DEFAULT_SECS: u64 = 15;
 const QUICK_SECS: u64 = 5;
 
-/// Compares pgroute with PgBouncer and a direct connection using pgbench, then idle-client memory.
+/// Measures pgroute's classification cost, compares pgroute with PgBouncer and a direct connection using
+/// pgbench, measures read scaling with two replicas, then idle-client memory.
 #[derive(Debug, Parser)]
 #[command(name = "pgroute-bench")]
 pub struct Args {
@@ -31,6 +32,15 @@ pub struct Args {
     /// Skip the idle-connection memory comparison.
     #[arg(long)]
     pub skip_memory: bool,
+
+    /// Skip the in-process classification cost (warm and cold `classify` calls, about 2 s).
+    #[arg(long)]
+    pub skip_classify: bool,
+
+    /// Skip the read-scaling step (pgroute with 2 replicas against the primary only); the cluster then
+    /// gets one replica, as before that step existed.
+    #[arg(long)]
+    pub skip_replicas: bool,
 
     /// The pgroute binary [default: `pgroute` next to this executable].
     #[arg(long)]
@@ -97,6 +107,13 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert!(parse(&["b", "--secs", "7", "--quick"]).is_err());
+    }
+
+    #[test]
+    fn skip_flags_parse() {
+        let args = Args::try_parse_from(["b", "--skip-replicas", "--skip-classify"]);
+        let skips = args.map(|a| (a.skip_replicas, a.skip_classify, a.skip_memory));
+        assert_eq!(skips.ok(), Some((true, true, false)));
     }
 
     #[test]

@@ -1,17 +1,24 @@
 //! `pgroute-bench`: pgroute against PgBouncer and a direct connection, on one throwaway cluster.
 //!
-//! One run starts a PostgreSQL primary (`pgroute-cluster`), loads `pgbench -i -s 10`, starts PgBouncer and
-//! pgroute with the same pool (transaction mode, 20 server connections), then runs `pgbench` through each
-//! target for the workloads of [`matrix::WORKLOADS`] and prints throughput, latency and the ratios
-//! pgroute/PgBouncer and pgroute/direct. Last it holds thousands of idle clients on each proxy and
-//! compares the memory each idle client costs.
+//! One run first times pgroute's statement classifier in this process, cache warm and cold, against the
+//! issue's targets ([`classify::measure`]; `--skip-classify` leaves it out). Then it starts a PostgreSQL
+//! primary with two streaming replicas (`pgroute-cluster`), loads `pgbench -i -s 10` and waits until the
+//! replicas have replayed it, starts PgBouncer and pgroute in front of the primary only with the same pool
+//! (transaction mode, 20 server connections), runs `pgbench` through each target for the workloads of
+//! [`matrix::WORKLOADS`] and prints throughput, latency and the ratios pgroute/PgBouncer and
+//! pgroute/direct. Next it compares select-only throughput of pgroute with the primary only and pgroute
+//! sending reads to both replicas ([`replicas::run`]; `--skip-replicas` leaves it out and gives the cluster
+//! one replica, as before that step). Last it holds thousands of idle clients on each proxy and compares
+//! the memory each idle client costs (`--skip-memory` leaves it out).
 //!
-//! Flow: [`cli::Args`] → cluster → [`proxies::Proxies::start`] → [`matrix::run`] (each run is
-//! [`pgbench::run`](pgbench::Pgbench::run), printed by [`report`]) → fresh proxies → [`idle::measure`].
+//! Flow: [`cli::Args`] → [`classify::measure`] → cluster → [`proxies::Proxies::start`] → [`matrix::run`]
+//! (each run is [`pgbench::run`](pgbench::Pgbench::run), printed by [`report`]) → [`replicas::run`] →
+//! fresh proxies → [`idle::measure`].
 //! Every proxy sits in a [`process::ChildGuard`], so an early return on error still stops it. A proxy that
 //! does not start only fails its own rows. Run it through `tests/bench/run.sh`, which builds in release
 //! mode and raises the open-file limit.
 
+mod classify;
 mod cli;
 mod idle;
 mod matrix;
@@ -20,6 +27,7 @@ mod pgbouncer;
 mod pgroute;
 mod process;
 mod proxies;
+mod replicas;
 mod report;
 mod workdir;
 
@@ -44,16 +52,33 @@ fn main() -> Result<()> {
     let pgroute_bin = args.pgroute_binary()?;
     let work = WorkDir::create("pgroute-bench")?;
 
-    eprintln!("starting PostgreSQL (1 replica, max_connections=300) ...");
+    if !args.skip_classify {
+        eprintln!("timing the statement classifier (about 2 s) ...");
+        report::print_classification(&classify::measure());
+    }
+
+    let defaults = ClusterOptions::default();
+    let replica_count = if args.skip_replicas {
+        defaults.replicas
+    } else {
+        replicas::REPLICAS
+    };
+    eprintln!("starting PostgreSQL (replicas: {replica_count}, max_connections=300) ...");
     let cluster = Cluster::start(ClusterOptions {
+        replicas: replica_count,
         max_connections: 300,
-        ..ClusterOptions::default()
+        ..defaults
     })
     .context("start the PostgreSQL cluster")?;
     let primary = cluster.primary().addr();
     let pgbench = pgbench::Pgbench::new(cluster.bin_dir(), work.path());
     eprintln!("pgbench -i -s {SCALE} on the primary ({primary}) ...");
     pgbench.init(primary, SCALE)?;
+    // Replaying a million rows takes the replicas a while; let them finish before anything is timed.
+    eprintln!("waiting for the replicas to replay pgbench -i ...");
+    if let Err(e) = replicas::wait_for_replay(&cluster) {
+        eprintln!("replicas still replaying (the first runs may be slowed by it): {e:#}");
+    }
 
     let proxies = Proxies::start(primary, &pgroute_bin, work.path().join("throughput"))?;
     let address =
@@ -65,6 +90,16 @@ fn main() -> Result<()> {
     };
     matrix::run(&pgbench, &targets, &args.run_options());
     drop(proxies);
+
+    if !args.skip_replicas {
+        let setup = replicas::Setup {
+            cluster: &cluster,
+            pgbench: &pgbench,
+            pgroute_binary: &pgroute_bin,
+            dir: work.path().join("replicas"),
+        };
+        replicas::run(&setup, &args.run_options());
+    }
 
     if !args.skip_memory {
         // Fresh processes: after the 1,000-client run both would hold freed client memory for reuse,

@@ -109,7 +109,7 @@ pub fn run(pgbench: &Pgbench, targets: &Targets, opts: &RunOptions) {
     for workload in &WORKLOADS {
         let outcomes = Target::ALL.map(|target| {
             let outcome = run_one(pgbench, targets, opts, workload, target);
-            report::print_row(workload.name, target, &outcome);
+            report::print_row(workload.name, target.label(), &outcome);
             (target, outcome)
         });
         report::print_ratios(&outcomes);
@@ -139,8 +139,5 @@ fn run_one(
         protocol: opts.protocol,
         tag: format!("{}-{}", workload.tag, target.label()),
     };
-    match pgbench.run(&spec) {
-        Ok(measurement) => Outcome::Measured(measurement),
-        Err(e) => Outcome::Failed(format!("{e:#}").replace('\n', " ")),
-    }
+    Outcome::from_run(pgbench.run(&spec))
 }

@@ -1,4 +1,7 @@
 //! pgroute, the system under test, started from its release binary with the same pool as PgBouncer.
+//!
+//! In front of the primary alone for the comparison with PgBouncer, and with streaming replicas for the
+//! read-scaling step (`replicas`), where reads go to the replicas by pgroute's default policy.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,6 +13,8 @@ use crate::process::{self, ChildGuard, PidSource};
 pub struct Options {
     pub binary: PathBuf,
     pub primary: SocketAddr,
+    /// Streaming replicas reads may go to (`--replica`, repeated); empty for the primary only.
+    pub replicas: Vec<SocketAddr>,
     pub pool_size: u32,
     pub max_client_conn: u32,
     /// Where pgroute's stderr (its log) goes.
@@ -25,7 +30,7 @@ pub fn start(opts: &Options) -> Result<ChildGuard> {
 }
 
 fn args(opts: &Options, listen: SocketAddr) -> Vec<String> {
-    [
+    let mut args: Vec<String> = [
         "--listen".to_owned(),
         listen.to_string(),
         "--primary".to_owned(),
@@ -37,5 +42,35 @@ fn args(opts: &Options, listen: SocketAddr) -> Vec<String> {
         "--pool-mode".to_owned(),
         "transaction".to_owned(),
     ]
-    .into()
+    .into();
+    for replica in &opts.replicas {
+        args.push("--replica".to_owned());
+        args.push(replica.to_string());
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replica_is_its_own_flag() {
+        let addr = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let opts = Options {
+            binary: PathBuf::from("pgroute"),
+            primary: addr(5432),
+            replicas: vec![addr(5433), addr(5434)],
+            pool_size: 20,
+            max_client_conn: 10_000,
+            log: PathBuf::from("pgroute.log"),
+        };
+        let args = args(&opts, addr(6432));
+        let tail: Vec<&str> = args[args.len() - 4..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            ["--replica", "127.0.0.1:5433", "--replica", "127.0.0.1:5434"]
+        );
+        assert_eq!(args.iter().filter(|a| *a == "--primary").count(), 1);
+    }
 }

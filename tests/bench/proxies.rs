@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use crate::process::ChildGuard;
 use crate::{pgbouncer, pgroute};
 
-/// Pool size of both proxies (`default_pool_size`, `--pool-size`).
+/// Pool size of both proxies (`default_pool_size`, `--pool-size`), also for the read-scaling runs.
 pub const POOL_SIZE: u32 = 20;
-/// Client limit of both proxies (`max_client_conn`), above the largest workload and `--idle`.
-const MAX_CLIENT_CONN: u32 = 10_000;
+/// Client limit of every proxy started (`max_client_conn`), above the largest workload and `--idle`.
+pub const MAX_CLIENT_CONN: u32 = 10_000;
 
 pub struct Proxies {
     pub pgbouncer: Result<ChildGuard>,
@@ -34,6 +34,7 @@ impl Proxies {
         let pgroute = pgroute::start(&pgroute::Options {
             binary: pgroute_binary.to_path_buf(),
             primary,
+            replicas: Vec::new(),
             pool_size: POOL_SIZE,
             max_client_conn: MAX_CLIENT_CONN,
             log: dir.join("pgroute.log"),

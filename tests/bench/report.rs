@@ -1,15 +1,18 @@
-//! The printed table: one row per (workload, target), ratio rows after each workload, then memory.
+//! What the benchmark prints: classification cost first, then the table (one row per (workload, target),
+//! ratio rows after each workload), the read-scaling rows, then memory.
 //!
 //! Formatting is pure (`format_*` return strings) so the layout and the ratio arithmetic are unit-tested;
 //! the `print_*` wrappers only write to stdout.
 
+use crate::classify::{self, Cost};
 use crate::idle::MemoryUse;
 use crate::matrix::{RunOptions, Target};
 use crate::pgbench::Measurement;
 use crate::proxies::POOL_SIZE;
+use crate::replicas::{self, Layout, LayoutRun};
 
 const WORKLOAD_WIDTH: usize = 40;
-const TARGET_WIDTH: usize = 18;
+pub const TARGET_WIDTH: usize = 18;
 const NUMBER_WIDTH: usize = 10;
 
 /// What became of one (workload, target) cell.
@@ -22,11 +25,33 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A pgbench run's result as a cell; the error on one line.
+    pub fn from_run(run: anyhow::Result<Measurement>) -> Outcome {
+        match run {
+            Ok(measurement) => Outcome::Measured(measurement),
+            Err(e) => Outcome::Failed(format!("{e:#}").replace('\n', " ")),
+        }
+    }
+
     fn measured(&self) -> Option<&Measurement> {
         match self {
             Outcome::Measured(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+pub fn print_classification(cost: &anyhow::Result<Cost>) {
+    match cost {
+        Ok(cost) => {
+            for line in format_classification(cost) {
+                println!("{line}");
+            }
+        }
+        Err(e) => println!(
+            "classification: error: {}",
+            format!("{e:#}").replace('\n', " ")
+        ),
     }
 }
 
@@ -36,13 +61,18 @@ pub fn print_table_header(opts: &RunOptions) {
         opts.duration.as_secs(),
         opts.protocol.pgbench_mode()
     );
+    print_column_header();
+}
+
+fn print_column_header() {
     println!(
         "{:<WORKLOAD_WIDTH$} {:<TARGET_WIDTH$} {:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$}",
         "workload", "target", "TPS", "avg ms", "p99 ms"
     );
 }
 
-pub fn print_row(workload: &str, target: Target, outcome: &Outcome) {
+/// One row; `target` is the label in the target column (a [`Target::label`] or a [`Layout::label`]).
+pub fn print_row(workload: &str, target: &str, outcome: &Outcome) {
     println!("{}", format_row(workload, target, outcome));
 }
 
@@ -58,16 +88,129 @@ pub fn print_memory(idle: usize, results: &[(&str, anyhow::Result<MemoryUse>)]) 
     }
 }
 
+pub fn print_replica_header(opts: &RunOptions) {
+    println!(
+        "\nread scaling: pgbench -S, {} clients, {} s per run, -j 2, -M {}, pgroute in transaction mode with \
+         {POOL_SIZE} server connections per backend, alone on the primary, then with reads on {} replicas\n",
+        replicas::CLIENTS,
+        opts.duration.as_secs(),
+        opts.protocol.pgbench_mode(),
+        replicas::REPLICAS
+    );
+    print_column_header();
+}
+
+pub fn print_replica_error(error: &anyhow::Error) {
+    println!(
+        "read scaling: error: {}",
+        format!("{error:#}").replace('\n', " ")
+    );
+}
+
+/// Where the transactions of the row above went.
+pub fn print_served(served: &Result<Vec<(String, u64)>, String>) {
+    println!("{}", format_served(served));
+}
+
+pub fn print_replica_scaling(runs: &[LayoutRun]) {
+    for line in format_replica_scaling(runs) {
+        println!("{line}");
+    }
+}
+
 pub fn print_how_to_read() {
     println!(
         "\nHow to read: higher TPS and lower avg/p99 latency are better; ratio rows are pgroute divided by \
          the baseline, so TPS above 1.00x and p99 below 1.00x favour pgroute; with -C, avg includes \
-         reconnect time and p99 (pgbench's per-transaction log, 10% sampled) does not; memory is the \
-         proxy's RSS growth per idle client (lower is better). Runs shorter than 15 s (--quick) are noisy."
+         reconnect time and p99 (pgbench's per-transaction log, 10% sampled) does not; the read-scaling \
+         ratio is pgroute with replicas divided by pgroute with the primary only; classification is time \
+         per statement in this process (lower is better); memory is the proxy's RSS growth per idle \
+         client (lower is better). Runs shorter than 15 s (--quick) are noisy."
     );
 }
 
-fn format_row(workload: &str, target: Target, outcome: &Outcome) -> String {
+fn format_classification(cost: &Cost) -> Vec<String> {
+    let warm = cost.warm.micros();
+    let cold = cost.cold.micros();
+    vec![
+        format!(
+            "classification: warm {warm:.2} µs/statement (target < {} µs: {}), \
+             cold {cold:.1} µs/statement (target < {} µs: {})",
+            classify::WARM_TARGET_US,
+            met(warm < classify::WARM_TARGET_US),
+            classify::COLD_TARGET_US,
+            met(cold < classify::COLD_TARGET_US),
+        ),
+        format!(
+            "  warm: {} calls over {} cached statements; cold: {} calls, each an unseen read query \
+             (parse + cache insert)",
+            cost.warm.calls,
+            classify::STATEMENTS.len(),
+            cost.cold.calls
+        ),
+    ]
+}
+
+fn format_served(served: &Result<Vec<(String, u64)>, String>) -> String {
+    let text = match served {
+        Ok(nodes) => nodes
+            .iter()
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("error: {e}"),
+    };
+    format!("{:<WORKLOAD_WIDTH$}   transactions committed: {text}", "")
+}
+
+/// The ratio row (TPS and p99, replicas over primary only), the verdict, and what the ratio means here.
+fn format_replica_scaling(runs: &[LayoutRun]) -> Vec<String> {
+    let find = |layout: Layout| {
+        runs.iter()
+            .find(|r| r.layout == layout)
+            .and_then(|r| r.outcome.measured())
+    };
+    let base = find(Layout::PrimaryOnly);
+    let scaled = find(Layout::WithReplicas);
+    let tps = base
+        .zip(scaled)
+        .filter(|(b, _)| b.tps > 0.0)
+        .map(|(b, s)| s.tps / b.tps);
+    let p99 = ratio(scaled.and_then(|m| m.p99_ms), base.and_then(|m| m.p99_ms));
+    let tps_cell = tps.map_or("n/a".to_owned(), |r| format!("{r:.2}x"));
+    let verdict = match tps {
+        Some(r) => format!(
+            "{r:.2}x TPS (target >= {:.1}x: {})",
+            replicas::TARGET_RATIO,
+            met(r >= replicas::TARGET_RATIO)
+        ),
+        None => format!(
+            "n/a (target >= {:.1}x: not measured)",
+            replicas::TARGET_RATIO
+        ),
+    };
+    vec![
+        ratio_row("2 replicas/primary", &tps_cell, &p99),
+        format!(
+            "read scaling: pgroute with {} replicas / pgroute primary only = {verdict}",
+            replicas::REPLICAS
+        ),
+        "  On this 2-core machine all three servers, pgbench and pgroute share the same cores, so the \
+         replicas add servers but hardly any CPU: the ratio mostly shows what routing costs, not what \
+         more servers buy."
+            .to_owned(),
+    ]
+}
+
+fn met(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+fn format_row(workload: &str, target: &str, outcome: &Outcome) -> String {
     let cells = match outcome {
         Outcome::Measured(m) => format!(
             "{:>NUMBER_WIDTH$.1} {:>NUMBER_WIDTH$.3} {:>NUMBER_WIDTH$}",
@@ -78,10 +221,7 @@ fn format_row(workload: &str, target: Target, outcome: &Outcome) -> String {
         Outcome::Failed(e) => format!("error: {e}"),
         Outcome::NotApplicable => format!("{:>NUMBER_WIDTH$}", "n/a"),
     };
-    format!(
-        "{workload:<WORKLOAD_WIDTH$} {:<TARGET_WIDTH$} {cells}",
-        target.label()
-    )
+    format!("{workload:<WORKLOAD_WIDTH$} {target:<TARGET_WIDTH$} {cells}")
 }
 
 /// `pgroute/PgBouncer` (TPS and p99) and `pgroute/direct` (TPS); `n/a` where a side has no number.
@@ -206,9 +346,65 @@ mod tests {
 
     #[test]
     fn failed_rows_say_error_and_keep_the_message() {
-        let row = format_row("w", Target::Pgroute, &Outcome::Failed("refused".into()));
+        let row = format_row("w", "pgroute", &Outcome::Failed("refused".into()));
         assert!(row.contains("pgroute"));
         assert!(row.ends_with("error: refused"));
+    }
+
+    #[test]
+    fn classification_says_whether_each_target_was_met() {
+        let cost = Cost {
+            warm: classify::PerCall {
+                calls: 1_000_000,
+                elapsed: std::time::Duration::from_millis(200),
+            },
+            cold: classify::PerCall {
+                calls: 10_000,
+                elapsed: std::time::Duration::from_secs(1),
+            },
+        };
+        let lines = format_classification(&cost);
+        assert_eq!(
+            lines[0],
+            "classification: warm 0.20 µs/statement (target < 1 µs: met), \
+             cold 100.0 µs/statement (target < 50 µs: not met)"
+        );
+    }
+
+    #[test]
+    fn replica_ratio_divides_replicas_by_primary_only() {
+        let runs = [
+            LayoutRun {
+                layout: Layout::PrimaryOnly,
+                outcome: measured(100.0, 4.0),
+                served: Ok(Vec::new()),
+            },
+            LayoutRun {
+                layout: Layout::WithReplicas,
+                outcome: measured(160.0, 2.0),
+                served: Err("x".into()),
+            },
+        ];
+        let lines = format_replica_scaling(&runs);
+        let row: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(row, ["2", "replicas/primary", "1.60x", "0.50x"]);
+        assert!(
+            lines[1].ends_with("= 1.60x TPS (target >= 1.5x: met)"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn failed_replica_run_is_not_measured() {
+        let runs = [LayoutRun {
+            layout: Layout::WithReplicas,
+            outcome: Outcome::Failed("refused".into()),
+            served: Ok(vec![("replica1".into(), 3)]),
+        }];
+        let lines = format_replica_scaling(&runs);
+        assert!(lines[1].contains("n/a (target >= 1.5x: not measured)"));
+        assert!(format_served(&runs[0].served).ends_with("transactions committed: replica1 3"));
     }
 
     #[test]
