@@ -186,6 +186,9 @@ async fn user_defaults_and_query_rules_override_classification() -> anyhow::Resu
         c.routing
             .users
             .insert("reporter".into(), DefaultRoute::Replica);
+        c.routing
+            .databases
+            .insert("postgres".into(), DefaultRoute::Primary);
         c.routing.rules.push(pgroute::classify::RuleMatch {
             pattern: Some(r"^select inet_server_port\(\) as pinned".into()),
             fingerprint: None,
@@ -199,6 +202,9 @@ async fn user_defaults_and_query_rules_override_classification() -> anyhow::Resu
         port_of(&app, "SELECT inet_server_port() AS pinned").await?,
         p.primary
     );
+    // The database's default sends even plain reads to the primary...
+    assert_eq!(port_of(&app, "SELECT inet_server_port()").await?, p.primary);
+    // ...but a user's own default wins over it.
     let reporter = stack.connect_with("user=reporter").await?;
     // Even a transaction goes to a replica for this user.
     let messages = reporter
