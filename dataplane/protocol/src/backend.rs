@@ -241,6 +241,13 @@ pub fn backend_key_data(out: &mut BytesMut, pid: u32, secret: u32) {
     out.put_u32(secret);
 }
 
+/// Appends CommandComplete with a command tag such as `PREPARE`.
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    let at = begin_message(out, COMMAND_COMPLETE);
+    put_cstr(out, tag);
+    finish_message(out, at);
+}
+
 /// Appends ReadyForQuery.
 pub fn ready_for_query(out: &mut BytesMut, status: TxStatus) {
     out.extend_from_slice(&[READY_FOR_QUERY, 0, 0, 0, 5, status.as_byte()]);

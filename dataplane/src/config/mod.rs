@@ -285,6 +285,10 @@ pub struct PoolConfig {
     /// Named prepared statements kept per backend connection in transaction mode; the least recently
     /// used is closed past this. Default 200 (as PgBouncer's `max_prepared_statements`). Reloadable.
     pub max_prepared_statements: usize,
+    /// Named prepared statements (protocol-level and SQL `PREPARE` together) one client may hold in
+    /// transaction mode; one more is refused with SQLSTATE 53400, so a client that never closes its
+    /// statements cannot grow the proxy without bound. Default 10000. Reloadable for new clients.
+    pub max_client_prepared_statements: usize,
 }
 
 impl Default for PoolConfig {
@@ -299,6 +303,7 @@ impl Default for PoolConfig {
             server_lifetime: Duration::from_secs(3600),
             server_reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 200,
+            max_client_prepared_statements: 10_000,
         }
     }
 }
@@ -471,6 +476,12 @@ impl Config {
             return Err(invalid(
                 "pool.max_prepared_statements",
                 "must be at least 2",
+            ));
+        }
+        if self.pool.max_client_prepared_statements == 0 {
+            return Err(invalid(
+                "pool.max_client_prepared_statements",
+                "must be at least 1",
             ));
         }
         if self.pool.queue_timeout.is_zero() {

@@ -58,6 +58,8 @@ pub enum SessionError {
     Unsupported { what: &'static str },
     #[error("prepared statement \"{name}\" already exists")]
     DuplicateStatement { name: String },
+    #[error("pgroute: this client already has {max} prepared statements (pool.max_client_prepared_statements); deallocate some before preparing more")]
+    TooManyStatements { max: usize },
     #[error(
         "could not restore this client's session settings on the server connection: {message}"
     )]
@@ -95,6 +97,7 @@ impl SessionError {
             SessionError::ServerLost { .. } => ("FATAL", "08006"),
             SessionError::Unsupported { .. } => ("ERROR", "0A000"),
             SessionError::DuplicateStatement { .. } => ("ERROR", "42P05"),
+            SessionError::TooManyStatements { .. } => ("ERROR", "53400"),
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
         };
         Some((severity, code.to_owned()))

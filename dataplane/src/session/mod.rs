@@ -13,6 +13,7 @@ mod local;
 mod prepared;
 mod relay;
 mod route;
+mod sql_prepared;
 mod statement;
 mod tracker;
 mod vars;
@@ -274,7 +275,8 @@ async fn login(
         tracker: Tracker::new(
             mode == PoolMode::Transaction,
             config.pool.max_prepared_statements,
-        ),
+        )
+        .with_client_limit(config.pool.max_client_prepared_statements),
         cancel,
         held: None,
         _slot: slot,

@@ -17,6 +17,8 @@ use pgroute_protocol::frame::{begin_message, finish_message, put_cstr};
 use pgroute_protocol::frontend as fe;
 use pgroute_protocol::ProtocolError;
 
+use super::sql_prepared::SqlStatement;
+
 /// A statement a client prepared, ready to be prepared on any backend.
 #[derive(Debug)]
 pub(crate) struct Statement {
@@ -58,10 +60,12 @@ impl Statement {
     }
 }
 
-/// A client's named statements.
+/// A client's named statements: protocol-level (Parse) and SQL-level (PREPARE), which share one
+/// namespace in PostgreSQL.
 #[derive(Debug, Default)]
 pub(crate) struct ClientStatements {
     map: HashMap<String, Arc<Statement>>,
+    sql: HashMap<String, Arc<SqlStatement>>,
 }
 
 impl ClientStatements {
@@ -69,20 +73,34 @@ impl ClientStatements {
         self.map.get(name)
     }
 
+    pub(crate) fn sql(&self, name: &str) -> Option<&Arc<SqlStatement>> {
+        self.sql.get(name)
+    }
+
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+        self.map.contains_key(name) || self.sql.contains_key(name)
     }
 
     pub(crate) fn insert(&mut self, name: &str, stmt: Arc<Statement>) {
         self.map.insert(name.to_owned(), stmt);
     }
 
-    pub(crate) fn remove(&mut self, name: &str) {
-        self.map.remove(name);
+    pub(crate) fn insert_sql(&mut self, name: &str, stmt: Arc<SqlStatement>) {
+        self.sql.insert(name.to_owned(), stmt);
+    }
+
+    /// Removes the statement of this name, of either kind; whether there was one.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        self.map.remove(name).is_some() | self.sql.remove(name).is_some()
     }
 
     pub(crate) fn clear(&mut self) {
         self.map.clear();
+        self.sql.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len() + self.sql.len()
     }
 }
 

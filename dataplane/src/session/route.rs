@@ -13,6 +13,7 @@ use pgroute_protocol::frontend as fe;
 use crate::classify::{Classifier, Decision, Reason, Route};
 use crate::config::DefaultRoute;
 
+use super::sql_prepared;
 use super::tracker::Tracker;
 
 /// Classifies what the client has sent so far: every whole frame in `buffer`, across Syncs (a pipelining
@@ -41,11 +42,15 @@ pub(super) fn classify_batch(
         open = true;
         match frame[0] {
             fe::QUERY => {
-                note(
-                    fe::query_text(body)
-                        .ok()
-                        .and_then(|sql| classifier.classify(sql)),
-                );
+                note(fe::query_text(body).ok().and_then(|sql| {
+                    // `EXECUTE name(…)` of a client's own statement routes like what it prepared.
+                    match sql_prepared::parse_execute(sql)
+                        .and_then(|e| tracker.sql_statement(&e.name))
+                    {
+                        Some(stmt) => classifier.classify(&stmt.query),
+                        None => classifier.classify(sql),
+                    }
+                }));
                 open = false;
             }
             fe::SYNC => open = false,

@@ -278,7 +278,9 @@ pub fn classify(stmt: &str) -> Effect {
         return if is(words.next_word(), "TRANSACTION") {
             Effect::None
         } else {
-            Effect::Unsupported("PREPARE (SQL-level prepared statements)")
+            Effect::Unsupported(
+                "PREPARE inside a multi-statement query or an extended-protocol Parse (send it as a query of its own)",
+            )
         };
     }
     if first.eq_ignore_ascii_case("DECLARE") && contains_ignore_case(stmt, "WITH HOLD") {

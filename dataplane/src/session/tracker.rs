@@ -16,6 +16,7 @@ use pgroute_protocol::frontend as fe;
 use pgroute_protocol::ProtocolError;
 
 use super::prepared::{self, BackendStatements, ClientStatements, Statement, NOOP_STATEMENT};
+use super::sql_prepared::{self, SqlStatement};
 use super::statement::{self, Effect};
 use super::vars::SessionVars;
 use super::SessionError;
@@ -100,7 +101,28 @@ pub(crate) struct Tracker {
     confirmed: Vec<String>,
     /// The backend sent a FATAL error: it is about to close, and the client has been told why.
     server_fatal: bool,
+    /// Most named statements one client may hold (both kinds together).
+    max_client_statements: usize,
+    /// Sync points whose first CommandComplete answers a `PREPARE` the proxy slipped in front of the
+    /// client's `EXECUTE`: the client must not see it.
+    hidden_completes: VecDeque<u64>,
+    /// SQL-level `PREPARE`s the proxy sent, oldest first. Each is the first statement of its query, so
+    /// the first CommandComplete of that sync point confirms it; one that never got it (an error came
+    /// first) created nothing and is forgotten at the ReadyForQuery. (Prepared statements are not
+    /// transactional: one that completed survives an error later in the same query.)
+    sql_prepares: VecDeque<Expected<SqlPrepareExpect>>,
 }
+
+#[derive(Debug)]
+struct SqlPrepareExpect {
+    /// The client's name, when it was the client's own `PREPARE`.
+    client_name: Option<String>,
+    server_name: String,
+    completed: bool,
+}
+
+/// Default of [`Tracker::with_client_limit`].
+const DEFAULT_MAX_CLIENT_STATEMENTS: usize = 10_000;
 
 impl Tracker {
     pub(crate) fn new(track: bool, max_prepared: usize) -> Tracker {
@@ -121,7 +143,21 @@ impl Tracker {
             replacement: BytesMut::new(),
             confirmed: Vec::new(),
             server_fatal: false,
+            max_client_statements: DEFAULT_MAX_CLIENT_STATEMENTS,
+            hidden_completes: VecDeque::new(),
+            sql_prepares: VecDeque::new(),
         }
+    }
+
+    /// Caps the named statements this client may hold (`pool.max_client_prepared_statements`).
+    pub(crate) fn with_client_limit(mut self, max: usize) -> Tracker {
+        self.max_client_statements = max.max(1);
+        self
+    }
+
+    /// The client's SQL-level statement of this name.
+    pub(crate) fn sql_statement(&self, name: &str) -> Option<&Arc<SqlStatement>> {
+        self.statements.sql(name)
     }
 
     /// Nothing owed, no open batch, and no transaction: the backend connection may be reused.
@@ -288,21 +324,130 @@ impl Tracker {
         backend: &mut BackendStatements,
     ) -> Result<ClientAction, ProtocolError> {
         let sql = fe::query_text(body)?;
+        // SQL-level prepared statements, sent as a query of their own (in a failed transaction the
+        // backend gives PostgreSQL's own 25P02, so they are forwarded then).
+        if self.status != TxStatus::Failed
+            && statement::split_statements(sql)
+                .filter(|s| !s.trim().is_empty())
+                .count()
+                == 1
+        {
+            if let Some(p) = sql_prepared::parse_prepare(sql) {
+                return Ok(self.on_sql_prepare(&p, backend));
+            }
+            if let Some(e) = sql_prepared::parse_execute(sql) {
+                if let Some(stmt) = self.statements.sql(&e.name).cloned() {
+                    return Ok(self.on_sql_execute(&stmt, e.args, backend));
+                }
+            }
+            match statement::classify(sql) {
+                // The backend copies are a cache shared with other clients: only the client's names go.
+                Effect::Deallocate(Some(name)) if self.statements.remove(&name) => {
+                    return Ok(self.answer_in_place("DEALLOCATE"));
+                }
+                Effect::Deallocate(None) => {
+                    self.statements.clear();
+                    return Ok(self.answer_in_place("DEALLOCATE ALL"));
+                }
+                _ => {}
+            }
+        }
         if let Some(refusal) = self.inspect_sql(sql, backend) {
             self.refuse(refusal);
             return Ok(ClientAction::Refuse);
         }
         self.sync_point(None);
-        // `DEALLOCATE name` names the client's statement, which has another name on the backend; the
-        // backend copy is only a cache, so dropping them all is correct and cheap.
-        if statement::split_statements(sql).count() == 1
-            && matches!(statement::classify(sql), Effect::Deallocate(Some(_)))
-        {
-            backend.clear();
-            fe::query(&mut self.replacement, "DEALLOCATE ALL");
-            return Ok(ClientAction::Replace);
-        }
         Ok(ClientAction::Forward)
+    }
+
+    /// `PREPARE name AS …`: recorded for the client, prepared on the backend under its shared name
+    /// unless this connection already has it (then answered in place).
+    fn on_sql_prepare(
+        &mut self,
+        p: &sql_prepared::Prepare<'_>,
+        backend: &mut BackendStatements,
+    ) -> ClientAction {
+        if self.statements.contains(&p.name) {
+            self.refuse(SessionError::DuplicateStatement {
+                name: p.name.clone(),
+            });
+            return ClientAction::Refuse;
+        }
+        if self.statements.len() >= self.max_client_statements {
+            self.refuse(SessionError::TooManyStatements {
+                max: self.max_client_statements,
+            });
+            return ClientAction::Refuse;
+        }
+        let stmt = Arc::new(SqlStatement::new(p));
+        self.statements.insert_sql(&p.name, stmt.clone());
+        if backend.touch(&stmt.server_name) {
+            return self.answer_in_place("PREPARE");
+        }
+        self.evict_for(&stmt.server_name, backend);
+        backend.insert(&stmt.server_name);
+        self.sql_prepares.push_back(Expected {
+            group: self.sent_groups,
+            what: SqlPrepareExpect {
+                client_name: Some(p.name.clone()),
+                server_name: stmt.server_name.clone(),
+                completed: false,
+            },
+        });
+        fe::query(&mut self.replacement, &stmt.prepare_sql);
+        self.sync_point(None);
+        ClientAction::Replace
+    }
+
+    /// `EXECUTE name(…)` of a client statement: aimed at the backend name, with the `PREPARE` in front
+    /// (its CommandComplete hidden) when this connection lacks it.
+    fn on_sql_execute(
+        &mut self,
+        stmt: &SqlStatement,
+        args: &str,
+        backend: &mut BackendStatements,
+    ) -> ClientAction {
+        let execute = stmt.execute_sql(args);
+        if backend.touch(&stmt.server_name) {
+            fe::query(&mut self.replacement, &execute);
+        } else {
+            self.evict_for(&stmt.server_name, backend);
+            backend.insert(&stmt.server_name);
+            self.sql_prepares.push_back(Expected {
+                group: self.sent_groups,
+                what: SqlPrepareExpect {
+                    client_name: None,
+                    server_name: stmt.server_name.clone(),
+                    completed: false,
+                },
+            });
+            self.hidden_completes.push_back(self.sent_groups);
+            fe::query(
+                &mut self.replacement,
+                &format!("{}; {execute}", stmt.prepare_sql),
+            );
+        }
+        self.sync_point(None);
+        ClientAction::Replace
+    }
+
+    /// Answers a simple query in place: a Sync goes to the backend (keeping the transaction status),
+    /// and the client gets `tag`'s CommandComplete before the ReadyForQuery.
+    fn answer_in_place(&mut self, tag: &str) -> ClientAction {
+        let mut out = BytesMut::new();
+        backend::command_complete(&mut out, tag);
+        self.sync_point(Some(out.freeze()));
+        ClientAction::Refuse
+    }
+
+    /// Makes room on the backend connection for one more statement: a SQL-level statement is dropped
+    /// by the same LRU as protocol-level ones, with a Close whose answer the client never sees.
+    fn evict_for(&mut self, keep: &str, backend: &mut BackendStatements) {
+        if let Some(victim) = backend.evict_candidate(self.max_prepared.saturating_sub(1), keep) {
+            prepared::statement_target(&mut self.replacement, fe::CLOSE, &victim);
+            self.expect_close(CloseExpect::Swallow);
+            backend.remove(&victim);
+        }
     }
 
     fn on_parse(
@@ -314,6 +459,10 @@ impl Tracker {
         let refusal = if !name.is_empty() && self.statements.contains(name) {
             Some(SessionError::DuplicateStatement {
                 name: name.to_owned(),
+            })
+        } else if !name.is_empty() && self.statements.len() >= self.max_client_statements {
+            Some(SessionError::TooManyStatements {
+                max: self.max_client_statements,
             })
         } else {
             self.inspect_sql(sql, backend)
@@ -353,13 +502,7 @@ impl Tracker {
         backend: &mut BackendStatements,
         swallow: bool,
     ) {
-        if let Some(victim) =
-            backend.evict_candidate(self.max_prepared.saturating_sub(1), &stmt.server_name)
-        {
-            prepared::statement_target(&mut self.replacement, fe::CLOSE, &victim);
-            self.expect_close(CloseExpect::Swallow);
-            backend.remove(&victim);
-        }
+        self.evict_for(&stmt.server_name, backend);
         self.replacement.extend_from_slice(&stmt.parse);
         backend.insert(&stmt.server_name);
         self.expect_parse(swallow, Some(stmt.server_name.clone()));
@@ -392,7 +535,9 @@ impl Tracker {
                 refusal.get_or_insert(SessionError::Unsupported { what });
             }
             Effect::Deallocate(name) => match name {
-                Some(name) => self.statements.remove(&name),
+                Some(name) => {
+                    self.statements.remove(&name);
+                }
                 None => drop_statements = true,
             },
             Effect::DiscardAll => {
@@ -442,9 +587,21 @@ impl Tracker {
                 Some(CloseExpect::AsParseComplete) => return Ok(ServerAction::AsParseComplete),
                 _ => {}
             },
+            backend::COMMAND_COMPLETE => {
+                if let Some(e) = self.sql_prepares.front_mut() {
+                    if e.group == self.done_groups && !e.what.completed {
+                        e.what.completed = true;
+                        if self.hidden_completes.front() == Some(&self.done_groups) {
+                            self.hidden_completes.pop_front();
+                            return Ok(ServerAction::Drop);
+                        }
+                    }
+                }
+            }
             backend::READY_FOR_QUERY => {
                 let status = backend::ready_for_query_status(body)?;
                 let inject = self.syncs.pop_front().flatten();
+                self.finish_sql_prepares(backend);
                 self.done_groups += 1;
                 self.forget_skipped(backend);
                 self.status = status;
@@ -475,6 +632,33 @@ impl Tracker {
             _ => {}
         }
         Ok(ServerAction::Forward)
+    }
+
+    /// At the end of a sync point: a `PREPARE` the proxy sent in it that did not complete created
+    /// nothing, so neither the backend nor (for the client's own `PREPARE`) the client has it.
+    fn finish_sql_prepares(&mut self, backend: &mut BackendStatements) {
+        while self
+            .sql_prepares
+            .front()
+            .is_some_and(|e| e.group <= self.done_groups)
+        {
+            let Some(Expected { what, .. }) = self.sql_prepares.pop_front() else {
+                break;
+            };
+            if !what.completed {
+                backend.remove(&what.server_name);
+                if let Some(name) = what.client_name {
+                    self.statements.remove(&name);
+                }
+            }
+        }
+        while self
+            .hidden_completes
+            .front()
+            .is_some_and(|g| *g <= self.done_groups)
+        {
+            self.hidden_completes.pop_front();
+        }
     }
 
     /// Answers still expected for finished sync points were skipped after an error: a Parse that never

@@ -7,6 +7,7 @@ mod clients;
 mod faults;
 mod pool_timers;
 mod pooling;
+mod prepared;
 mod routing;
 mod soak;
 mod tls;

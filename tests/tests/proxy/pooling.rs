@@ -50,7 +50,8 @@ async fn state_that_cannot_be_replayed_is_refused_with_0a000() -> anyhow::Result
     let c = stack.connect().await?;
     for sql in [
         "LISTEN jobs",
-        "PREPARE q AS SELECT 1",
+        // SQL PREPARE works on its own (see prepared.rs), not inside a multi-statement query.
+        "SELECT 1; PREPARE q AS SELECT 1",
         "CREATE TEMP TABLE scratch (x int)",
         "SELECT pg_advisory_lock(42)",
     ] {

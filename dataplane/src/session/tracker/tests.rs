@@ -308,3 +308,170 @@ fn eviction_closes_the_least_recently_used_statement_quietly() {
         ServerAction::Drop
     );
 }
+
+fn query_body(sql: &str) -> Vec<u8> {
+    let mut b = sql.as_bytes().to_vec();
+    b.push(0);
+    b
+}
+
+/// The SQL text of the single Query in a replacement buffer.
+fn replaced_sql(bytes: &[u8]) -> String {
+    assert_eq!(frame_tags(bytes), "Q", "one Query");
+    String::from_utf8_lossy(&bytes[5..bytes.len() - 1]).into_owned()
+}
+
+#[test]
+fn sql_prepare_and_execute_use_the_shared_backend_name() {
+    let mut t = Tracker::new(true, 100);
+    let mut backend = BackendStatements::default();
+    let (action, bytes) = on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE q (int) AS SELECT $1"),
+    );
+    assert_eq!(action, ClientAction::Replace);
+    let prepare = replaced_sql(&bytes);
+    assert!(prepare.starts_with("PREPARE pgroute_q_"), "{prepare}");
+    let server_name = prepare
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    on_server(
+        &mut t,
+        &mut backend,
+        backend::COMMAND_COMPLETE,
+        b"PREPARE\0",
+    );
+    on_server(&mut t, &mut backend, backend::READY_FOR_QUERY, b"I");
+
+    // The connection has it: EXECUTE is only renamed.
+    let (_, bytes) = on_client(&mut t, &mut backend, fe::QUERY, &query_body("EXECUTE q(1)"));
+    assert_eq!(replaced_sql(&bytes), format!("EXECUTE {server_name}(1)"));
+    on_server(
+        &mut t,
+        &mut backend,
+        backend::COMMAND_COMPLETE,
+        b"SELECT 1\0",
+    );
+    on_server(&mut t, &mut backend, backend::READY_FOR_QUERY, b"I");
+
+    // Another connection lacks it: PREPARE first, its CommandComplete hidden, the EXECUTE's shown.
+    let mut other = BackendStatements::default();
+    let (_, bytes) = on_client(&mut t, &mut other, fe::QUERY, &query_body("EXECUTE q(2)"));
+    assert_eq!(
+        replaced_sql(&bytes),
+        format!("PREPARE {server_name} (int) AS SELECT $1; EXECUTE {server_name}(2)")
+    );
+    assert_eq!(
+        on_server(&mut t, &mut other, backend::COMMAND_COMPLETE, b"PREPARE\0"),
+        ServerAction::Drop
+    );
+    assert_eq!(
+        on_server(&mut t, &mut other, backend::COMMAND_COMPLETE, b"SELECT 1\0"),
+        ServerAction::Forward
+    );
+    on_server(&mut t, &mut other, backend::READY_FOR_QUERY, b"I");
+    assert_eq!(other.len(), 1);
+}
+
+#[test]
+fn a_failed_sql_prepare_is_forgotten_by_client_and_backend() {
+    let mut t = Tracker::new(true, 100);
+    let mut backend = BackendStatements::default();
+    on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE bad AS SELECT nonsense"),
+    );
+    on_server(
+        &mut t,
+        &mut backend,
+        backend::ERROR_RESPONSE,
+        b"SERROR\0C42703\0Mx\0\0",
+    );
+    on_server(&mut t, &mut backend, backend::READY_FOR_QUERY, b"I");
+    assert!(backend.is_empty());
+    // The name is free again, as in PostgreSQL.
+    let (action, _) = on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE bad AS SELECT 1"),
+    );
+    assert_eq!(action, ClientAction::Replace);
+}
+
+#[test]
+fn deallocate_and_duplicates_are_answered_in_place() {
+    let mut t = Tracker::new(true, 100).with_client_limit(2);
+    let mut backend = BackendStatements::default();
+    let mut vars = SessionVars::default();
+    on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE a AS SELECT 1"),
+    );
+    on_server(
+        &mut t,
+        &mut backend,
+        backend::COMMAND_COMPLETE,
+        b"PREPARE\0",
+    );
+    rfq(&mut t, b'I', &mut vars);
+    let (action, bytes) = on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE a AS SELECT 2"),
+    );
+    assert_eq!(
+        (action, frame_tags(&bytes)),
+        (ClientAction::Refuse, String::new())
+    );
+    let injected = rfq(&mut t, b'I', &mut vars).expect("42P05 injected");
+    assert!(String::from_utf8_lossy(&injected).contains("42P05"));
+
+    let (action, _) = on_client(&mut t, &mut backend, fe::QUERY, &query_body("DEALLOCATE a"));
+    assert_eq!(action, ClientAction::Refuse);
+    let injected = rfq(&mut t, b'I', &mut vars).expect("CommandComplete injected");
+    assert_eq!(injected[0], backend::COMMAND_COMPLETE);
+    assert_eq!(backend.len(), 1, "the backend copy stays for other clients");
+
+    // The per-client limit counts both kinds.
+    on_client(
+        &mut t,
+        &mut backend,
+        fe::PARSE,
+        &parse_body("p1", "select 1"),
+    );
+    on_client(&mut t, &mut backend, fe::SYNC, b"");
+    on_server(&mut t, &mut backend, backend::PARSE_COMPLETE, b"");
+    rfq(&mut t, b'I', &mut vars);
+    on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE b AS SELECT 3"),
+    );
+    on_server(
+        &mut t,
+        &mut backend,
+        backend::COMMAND_COMPLETE,
+        b"PREPARE\0",
+    );
+    rfq(&mut t, b'I', &mut vars);
+    let (action, _) = on_client(
+        &mut t,
+        &mut backend,
+        fe::QUERY,
+        &query_body("PREPARE c AS SELECT 4"),
+    );
+    assert_eq!(action, ClientAction::Refuse);
+    let injected = rfq(&mut t, b'I', &mut vars).expect("53400 injected");
+    assert!(String::from_utf8_lossy(&injected).contains("53400"));
+}
