@@ -254,3 +254,59 @@ async fn python_drivers_psycopg3_and_asyncpg() -> anyhow::Result<()> {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
     Ok(())
 }
+
+/// Unnamed statements pipelined before one Sync, a Flush mid-batch, and an error inside a pipeline whose
+/// named statement the proxy must first prepare again: the client sees exactly the messages PostgreSQL
+/// itself sends for the same bytes.
+#[tokio::test]
+async fn pipelines_flushes_and_errors_match_postgres() -> anyhow::Result<()> {
+    use pgroute_tests::raw::{tags, RawClient};
+
+    let stack = Stack::start(0, pool_of(1)).await?;
+    let direct = stack.connect_direct().await?;
+    let mut through = Vec::new();
+    for (proxied, addr) in [
+        (true, stack.addr()),
+        (false, stack.cluster.primary().addr()),
+    ] {
+        let mut c = RawClient::login(addr).await?;
+        let mut seen = Vec::new();
+        // Several unnamed Parse/Bind/Execute before one Sync.
+        c.parse("", "select 1").bind("", "").execute("");
+        c.parse("", "select 2").bind("", "").execute("").sync();
+        seen.push(tags(&c.until_ready().await?));
+        // A Flush makes the answers so far arrive before any Sync.
+        c.parse("s1", "select 3").describe_statement("s1");
+        c.raw(&[b'H', 0, 0, 0, 4]).flush().await?;
+        let mut flushed = Vec::new();
+        for _ in 0..3 {
+            flushed.push(c.recv().await?.ok_or_else(|| anyhow::anyhow!("closed"))?);
+        }
+        seen.push(tags(&flushed));
+        c.bind("", "s1").execute("").sync();
+        seen.push(tags(&c.until_ready().await?));
+        if proxied {
+            // The backend connection goes away: s1 must be prepared again on the next one, unseen.
+            kill_pooled_backends(&direct).await?;
+        }
+        // An error mid-pipeline: the rest is skipped up to the Sync, as PostgreSQL does.
+        c.bind("", "s1").execute("");
+        c.parse("", "select 1/0").bind("", "").execute("");
+        c.bind("", "s1").execute("").sync();
+        let failed = c.until_ready().await?;
+        assert_eq!(
+            failed.iter().find_map(|m| m.error()).map(|e| e.code),
+            Some("22012".into())
+        );
+        seen.push(tags(&failed));
+        // And the session carries on.
+        c.bind("", "s1").execute("").sync();
+        seen.push(tags(&c.until_ready().await?));
+        through.push(seen);
+    }
+    assert_eq!(
+        through[0], through[1],
+        "pgroute (left) and PostgreSQL (right)"
+    );
+    Ok(())
+}
