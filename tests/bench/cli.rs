@@ -13,7 +13,8 @@ const DEFAULT_SECS: u64 = 15;
 const QUICK_SECS: u64 = 5;
 
 /// Measures pgroute's classification cost, compares pgroute with PgBouncer and a direct connection using
-/// pgbench, measures read scaling with two replicas, then idle-client memory.
+/// pgbench, compares prepared statements with the simple protocol through pgroute, measures read scaling
+/// with two replicas, then idle-client memory.
 #[derive(Debug, Parser)]
 #[command(name = "pgroute-bench")]
 pub struct Args {
@@ -25,13 +26,17 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
 
-    /// pgbench query protocol (`pgbench -M`).
+    /// pgbench query protocol (`pgbench -M`) of the PgBouncer comparison and the read-scaling step.
     #[arg(long, value_enum, default_value_t = Protocol::Simple)]
     pub protocol: Protocol,
 
     /// Skip the idle-connection memory comparison.
     #[arg(long)]
     pub skip_memory: bool,
+
+    /// Skip the prepared-statement step (select-only `-M prepared` against `-M simple` through pgroute).
+    #[arg(long)]
+    pub skip_prepared: bool,
 
     /// Skip the in-process classification cost (warm and cold `classify` calls, about 2 s).
     #[arg(long)]
@@ -51,11 +56,17 @@ pub struct Args {
     pub idle: usize,
 }
 
-/// `pgbench -M`: how statements are sent. Both work with transaction pooling.
+/// `pgbench -M`: how statements are sent.
+///
+/// `--protocol` offers only the two that PgBouncer's transaction pooling can run, so every row of the
+/// comparison measures something. `Prepared` is for the prepared-statement step (`prepared`), which shows
+/// PgBouncer failing at it beside pgroute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
     Simple,
     Extended,
+    #[value(skip)]
+    Prepared,
 }
 
 impl Protocol {
@@ -63,6 +74,7 @@ impl Protocol {
         match self {
             Protocol::Simple => "simple",
             Protocol::Extended => "extended",
+            Protocol::Prepared => "prepared",
         }
     }
 }
@@ -114,6 +126,18 @@ mod tests {
         let args = Args::try_parse_from(["b", "--skip-replicas", "--skip-classify"]);
         let skips = args.map(|a| (a.skip_replicas, a.skip_classify, a.skip_memory));
         assert_eq!(skips.ok(), Some((true, true, false)));
+    }
+
+    #[test]
+    fn skip_prepared_parses_and_defaults_to_off() {
+        let skip = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.skip_prepared);
+        assert_eq!(skip(&["b"]).ok(), Some(false));
+        assert_eq!(skip(&["b", "--skip-prepared"]).ok(), Some(true));
+    }
+
+    #[test]
+    fn prepared_is_not_a_protocol_flag_value() {
+        assert!(Args::try_parse_from(["b", "--protocol", "prepared"]).is_err());
     }
 
     #[test]

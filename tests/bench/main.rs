@@ -6,14 +6,16 @@
 //! replicas have replayed it, starts PgBouncer and pgroute in front of the primary only with the same pool
 //! (transaction mode, 20 server connections), runs `pgbench` through each target for the workloads of
 //! [`matrix::WORKLOADS`] and prints throughput, latency and the ratios pgroute/PgBouncer and
-//! pgroute/direct. Next it compares select-only throughput of pgroute with the primary only and pgroute
-//! sending reads to both replicas ([`replicas::run`]; `--skip-replicas` leaves it out and gives the cluster
-//! one replica, as before that step). Last it holds thousands of idle clients on each proxy and compares
-//! the memory each idle client costs (`--skip-memory` leaves it out).
+//! pgroute/direct. Through the same two proxies it then runs select-only with prepared statements against
+//! the simple protocol ([`prepared::run`]: pgroute's prepared/simple ratio, PgBouncer's row beside it;
+//! `--skip-prepared` leaves it out). Next it compares select-only throughput of pgroute with the primary
+//! only and pgroute sending reads to both replicas ([`replicas::run`]; `--skip-replicas` leaves it out and
+//! gives the cluster one replica, as before that step). Last it holds thousands of idle clients on each
+//! proxy and compares the memory each idle client costs (`--skip-memory` leaves it out).
 //!
 //! Flow: [`cli::Args`] → [`classify::measure`] → cluster → [`proxies::Proxies::start`] → [`matrix::run`]
-//! (each run is [`pgbench::run`](pgbench::Pgbench::run), printed by [`report`]) → [`replicas::run`] →
-//! fresh proxies → [`idle::measure`].
+//! (each run is [`pgbench::run`](pgbench::Pgbench::run), printed by [`report`]) → [`prepared::run`] →
+//! [`replicas::run`] → fresh proxies → [`idle::measure`].
 //! Every proxy sits in a [`process::ChildGuard`], so an early return on error still stops it. A proxy that
 //! does not start only fails its own rows. Run it through `tests/bench/run.sh`, which builds in release
 //! mode and raises the open-file limit.
@@ -25,6 +27,7 @@ mod matrix;
 mod pgbench;
 mod pgbouncer;
 mod pgroute;
+mod prepared;
 mod process;
 mod proxies;
 mod replicas;
@@ -88,7 +91,11 @@ fn main() -> Result<()> {
         pgbouncer: address(&proxies.pgbouncer),
         pgroute: address(&proxies.pgroute),
     };
-    matrix::run(&pgbench, &targets, &args.run_options());
+    let run_options = args.run_options();
+    matrix::run(&pgbench, &targets, &run_options);
+    if !args.skip_prepared {
+        prepared::run(&pgbench, &targets, run_options.duration);
+    }
     drop(proxies);
 
     if !args.skip_replicas {

@@ -39,7 +39,7 @@ pub struct Targets {
 }
 
 impl Targets {
-    fn get(&self, target: Target) -> &Result<SocketAddr, String> {
+    pub fn get(&self, target: Target) -> &Result<SocketAddr, String> {
         match target {
             Target::Direct => &self.direct,
             Target::PgBouncer => &self.pgbouncer,

@@ -23,6 +23,7 @@ const THREADS: &str = "2";
 /// Slack on top of `-T` before a hung run is killed (1,000 clients take a while to connect).
 const RUN_GRACE: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Lines of pgbench's stderr kept for a failed run's table cell, after folding alike client aborts.
 const STDERR_TAIL_LINES: usize = 3;
 
 /// What one pgbench run measured.
@@ -115,7 +116,7 @@ impl Pgbench {
         };
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         if !status.success() {
-            bail!("pgbench failed ({status}): {}", tail(&stderr));
+            bail!("pgbench failed ({status}): {}", brief(&stderr));
         }
         let stdout = std::fs::read_to_string(&stdout_path)
             .with_context(|| format!("read {}", stdout_path.display()))?;
@@ -224,10 +225,59 @@ fn create(path: &Path) -> Result<File> {
     File::create(path).with_context(|| format!("create {}", path.display()))
 }
 
-/// The last lines of pgbench's stderr, on one line, for a table cell.
-fn tail(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ")
+/// A distinct line of pgbench's stderr: a client's abort by the server's message (every client that
+/// aborts prints its own line), anything else by its text.
+#[derive(Debug, PartialEq, Eq)]
+enum StderrLine<'a> {
+    Text(&'a str),
+    Aborted(&'a str),
+}
+
+/// pgbench's stderr on one line, for a table cell. A proxy that cannot run the workload makes every client
+/// fail alike, one line each, so repeated lines are folded into one with a count (`50 clients aborted:
+/// ERROR: …`, `ERROR: … (44 times)`); of the distinct lines, in order of first appearance, the last
+/// [`STDERR_TAIL_LINES`] are kept, without pgbench's `pgbench: error: ` prefixes.
+fn brief(stderr: &str) -> String {
+    let mut distinct: Vec<(StderrLine<'_>, usize)> = Vec::new();
+    for text in stderr.lines().map(strip_prefixes).filter(|l| !l.is_empty()) {
+        let line = aborted_message(text).map_or(StderrLine::Text(text), StderrLine::Aborted);
+        match distinct.iter_mut().find(|(seen, _)| *seen == line) {
+            Some((_, count)) => *count += 1,
+            None => distinct.push((line, 1)),
+        }
+    }
+    distinct[distinct.len().saturating_sub(STDERR_TAIL_LINES)..]
+        .iter()
+        .map(|(line, count)| match (line, count) {
+            (StderrLine::Aborted(message), 1) => format!("1 client aborted: {message}"),
+            (StderrLine::Aborted(message), n) => format!("{n} clients aborted: {message}"),
+            (StderrLine::Text(text), 1) => (*text).to_owned(),
+            (StderrLine::Text(text), n) => format!("{text} ({n} times)"),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// `pgbench: error: text` → `text`; the level is implied by the run having failed. pgbench's two threads
+/// write stderr unsynchronised, so a prefix can come doubled or split (`pgbench:pgbench: error: text`
+/// here, ` error: text` on another line); every leading `pgbench:`, `error:` and `fatal:` goes.
+fn strip_prefixes(line: &str) -> &str {
+    let mut line = line.trim();
+    while let Some(rest) = ["pgbench:", "error:", "fatal:"]
+        .iter()
+        .find_map(|prefix| line.strip_prefix(prefix))
+    {
+        line = rest.trim_start();
+    }
+    line
+}
+
+/// The server's message in `client 3 script 0 aborted in command 1 query 0: ERROR:  …` (pgbench 15).
+/// Looked for anywhere in the line, in case a fragment of another line got in front.
+fn aborted_message(line: &str) -> Option<&str> {
+    let (_, command) = line.split_once(" aborted in command ")?;
+    let (_, message) = command.split_once(": ")?;
+    Some(message)
 }
 
 #[cfg(test)]
@@ -269,6 +319,37 @@ tps = 30012.345678 (without initial connection time)
     fn latencies_skip_failed_transactions() {
         let log = "0 1 1500 0 1700000000 123\n1 4 failed 0 1700000000 9\n2 7 250 0 1700000000 5\n";
         assert_eq!(log_latencies(log).collect::<Vec<_>>(), vec![1500, 250]);
+    }
+
+    /// The shape of a `-M prepared` run through PgBouncer 1.18 in transaction mode (abridged).
+    #[test]
+    fn alike_lines_fold_into_one_with_a_count() {
+        let stderr = "\
+pgbench: error: ERROR:  prepared statement \"P_0\" already exists
+pgbench: error: client 24 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+pgbench:pgbench: error: ERROR:  prepared statement \"P_0\" already exists
+pgbench: error: client 3 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+ error: client 47 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+ error: client 9 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+
+pgbench: error: Run was aborted; the above results are incomplete.
+";
+        assert_eq!(
+            brief(stderr),
+            "ERROR:  prepared statement \"P_0\" already exists (2 times) | \
+             4 clients aborted: ERROR:  prepared statement \"P_0\" does not exist | \
+             Run was aborted; the above results are incomplete."
+        );
+        assert_eq!(
+            brief("pgbench: error: client 1 script 0 aborted in command 0 query 0: FATAL:  x\n"),
+            "1 client aborted: FATAL:  x"
+        );
+    }
+
+    #[test]
+    fn other_stderr_keeps_its_last_lines() {
+        let stderr = "one\npgbench: error: connection to server failed\nthree\nfour\n";
+        assert_eq!(brief(stderr), "connection to server failed | three | four");
     }
 
     #[test]

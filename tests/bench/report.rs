@@ -1,17 +1,21 @@
 //! What the benchmark prints: classification cost first, then the table (one row per (workload, target),
-//! ratio rows after each workload), the read-scaling rows, then memory.
+//! ratio rows after each workload), the prepared-statement rows, the read-scaling rows, then memory.
 //!
 //! Formatting is pure (`format_*` return strings) so the layout and the ratio arithmetic are unit-tested;
 //! the `print_*` wrappers only write to stdout.
 
+use std::time::Duration;
+
 use crate::classify::{self, Cost};
+use crate::cli::Protocol;
 use crate::idle::MemoryUse;
 use crate::matrix::{RunOptions, Target};
 use crate::pgbench::Measurement;
+use crate::prepared::{self, RowRun};
 use crate::proxies::POOL_SIZE;
 use crate::replicas::{self, Layout, LayoutRun};
 
-const WORKLOAD_WIDTH: usize = 40;
+pub const WORKLOAD_WIDTH: usize = 40;
 pub const TARGET_WIDTH: usize = 18;
 const NUMBER_WIDTH: usize = 10;
 
@@ -100,6 +104,23 @@ pub fn print_replica_header(opts: &RunOptions) {
     print_column_header();
 }
 
+pub fn print_prepared_header(duration: Duration) {
+    println!(
+        "\nprepared statements: pgbench -S, {} clients, {} s per run, -j 2, -M simple then -M prepared \
+         through pgroute, -M prepared through PgBouncer, the proxies above (transaction mode, \
+         {POOL_SIZE} server connections)\n",
+        prepared::CLIENTS,
+        duration.as_secs()
+    );
+    print_column_header();
+}
+
+pub fn print_prepared_ratio(runs: &[RowRun]) {
+    for line in format_prepared_ratio(runs) {
+        println!("{line}");
+    }
+}
+
 pub fn print_replica_error(error: &anyhow::Error) {
     println!(
         "read scaling: error: {}",
@@ -123,9 +144,10 @@ pub fn print_how_to_read() {
         "\nHow to read: higher TPS and lower avg/p99 latency are better; ratio rows are pgroute divided by \
          the baseline, so TPS above 1.00x and p99 below 1.00x favour pgroute; with -C, avg includes \
          reconnect time and p99 (pgbench's per-transaction log, 10% sampled) does not; the read-scaling \
-         ratio is pgroute with replicas divided by pgroute with the primary only; classification is time \
-         per statement in this process (lower is better); memory is the proxy's RSS growth per idle \
-         client (lower is better). Runs shorter than 15 s (--quick) are noisy."
+         ratio is pgroute with replicas divided by pgroute with the primary only; the prepared/simple \
+         ratio is pgroute with -M prepared divided by pgroute with -M simple; classification is time per \
+         statement in this process (lower is better); memory is the proxy's RSS growth per idle client \
+         (lower is better). Runs shorter than 15 s (--quick) are noisy."
     );
 }
 
@@ -170,25 +192,11 @@ fn format_replica_scaling(runs: &[LayoutRun]) -> Vec<String> {
             .find(|r| r.layout == layout)
             .and_then(|r| r.outcome.measured())
     };
-    let base = find(Layout::PrimaryOnly);
-    let scaled = find(Layout::WithReplicas);
-    let tps = base
-        .zip(scaled)
-        .filter(|(b, _)| b.tps > 0.0)
-        .map(|(b, s)| s.tps / b.tps);
-    let p99 = ratio(scaled.and_then(|m| m.p99_ms), base.and_then(|m| m.p99_ms));
-    let tps_cell = tps.map_or("n/a".to_owned(), |r| format!("{r:.2}x"));
-    let verdict = match tps {
-        Some(r) => format!(
-            "{r:.2}x TPS (target >= {:.1}x: {})",
-            replicas::TARGET_RATIO,
-            met(r >= replicas::TARGET_RATIO)
-        ),
-        None => format!(
-            "n/a (target >= {:.1}x: not measured)",
-            replicas::TARGET_RATIO
-        ),
-    };
+    let (tps_cell, p99, verdict) = compare(
+        find(Layout::PrimaryOnly),
+        find(Layout::WithReplicas),
+        replicas::TARGET_RATIO,
+    );
     vec![
         ratio_row("2 replicas/primary", &tps_cell, &p99),
         format!(
@@ -200,6 +208,43 @@ fn format_replica_scaling(runs: &[LayoutRun]) -> Vec<String> {
          more servers buy."
             .to_owned(),
     ]
+}
+
+/// The ratio row (TPS and p99, prepared over simple, both through pgroute) and the verdict.
+fn format_prepared_ratio(runs: &[RowRun]) -> Vec<String> {
+    let find = |protocol: Protocol| {
+        runs.iter()
+            .find(|r| r.row.target == Target::Pgroute && r.row.protocol == protocol)
+            .and_then(|r| r.outcome.measured())
+    };
+    let (tps_cell, p99, verdict) = compare(
+        find(Protocol::Simple),
+        find(Protocol::Prepared),
+        prepared::TARGET_RATIO,
+    );
+    vec![
+        ratio_row("prepared/simple", &tps_cell, &p99),
+        format!("prepared/simple through pgroute = {verdict}"),
+    ]
+}
+
+/// `new` against `base`: the TPS ratio cell, the p99 ratio cell, and the verdict against `target`.
+fn compare(
+    base: Option<&Measurement>,
+    new: Option<&Measurement>,
+    target: f64,
+) -> (String, String, String) {
+    let tps = base
+        .zip(new)
+        .filter(|(b, _)| b.tps > 0.0)
+        .map(|(b, n)| n.tps / b.tps);
+    let p99 = ratio(new.and_then(|m| m.p99_ms), base.and_then(|m| m.p99_ms));
+    let tps_cell = tps.map_or("n/a".to_owned(), |r| format!("{r:.2}x"));
+    let verdict = match tps {
+        Some(r) => format!("{r:.2}x TPS (target >= {target:.1}x: {})", met(r >= target)),
+        None => format!("n/a (target >= {target:.1}x: not measured)"),
+    };
+    (tps_cell, p99, verdict)
 }
 
 fn met(met: bool) -> &'static str {
@@ -405,6 +450,53 @@ mod tests {
         let lines = format_replica_scaling(&runs);
         assert!(lines[1].contains("n/a (target >= 1.5x: not measured)"));
         assert!(format_served(&runs[0].served).ends_with("transactions committed: replica1 3"));
+    }
+
+    fn prepared_runs(simple: Outcome, prepared: Outcome) -> [RowRun; 3] {
+        let [pgroute_simple, pgroute_prepared, pgbouncer] = prepared::Row::ALL;
+        [
+            RowRun {
+                row: pgroute_simple,
+                outcome: simple,
+            },
+            RowRun {
+                row: pgroute_prepared,
+                outcome: prepared,
+            },
+            RowRun {
+                row: pgbouncer,
+                outcome: Outcome::Failed("prepared statement does not exist".into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn prepared_ratio_divides_prepared_by_simple_through_pgroute() {
+        let runs = prepared_runs(measured(100.0, 4.0), measured(130.0, 2.0));
+        let lines = format_prepared_ratio(&runs);
+        let row: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(row, ["prepared/simple", "1.30x", "0.50x"]);
+        assert_eq!(
+            lines[1],
+            "prepared/simple through pgroute = 1.30x TPS (target >= 1.2x: met)"
+        );
+        let below =
+            format_prepared_ratio(&prepared_runs(measured(100.0, 4.0), measured(119.0, 4.0)));
+        assert!(
+            below[1].ends_with("= 1.19x TPS (target >= 1.2x: not met)"),
+            "{}",
+            below[1]
+        );
+    }
+
+    #[test]
+    fn failed_prepared_run_is_not_measured() {
+        let runs = prepared_runs(measured(100.0, 4.0), Outcome::Failed("refused".into()));
+        let lines = format_prepared_ratio(&runs);
+        assert_eq!(
+            lines[1],
+            "prepared/simple through pgroute = n/a (target >= 1.2x: not measured)"
+        );
     }
 
     #[test]
