@@ -9,6 +9,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod limits;
 pub mod listener;
 pub mod pool;
@@ -17,6 +18,7 @@ pub mod router;
 pub mod session;
 pub mod stream;
 pub mod tls;
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +79,9 @@ impl Running {
             addr: listen,
             source,
         })?;
+        if proxy.config().consistency.monitor && !proxy.replicas().is_empty() {
+            health::lag::spawn(Arc::downgrade(&proxy));
+        }
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(listener::serve(listener, proxy.clone(), rx));
         Ok(Running {

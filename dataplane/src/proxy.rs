@@ -20,6 +20,10 @@ pub struct Proxy {
     users: Users,
     classifier: crate::classify::Classifier,
     router: crate::router::Router,
+    /// Lag and eligibility of each replica, in `backends.replicas` order.
+    replicas: Vec<Arc<crate::topology::ReplicaState>>,
+    /// Last write positions shared by connections (`consistency.scope` user or token).
+    causal: crate::topology::CausalRegistry,
     cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicU32>,
     /// Clients per user and per database, for the per-name limits.
@@ -52,6 +56,18 @@ impl Proxy {
             }
         })?;
         let router = crate::router::Router::new(config.routing.load_balancing);
+        let monitored = config.consistency.monitor;
+        let replicas = config
+            .backends
+            .replicas
+            .iter()
+            .map(|r| {
+                Arc::new(crate::topology::ReplicaState::new(
+                    r.address.clone(),
+                    monitored,
+                ))
+            })
+            .collect();
         let primary = config
             .backends
             .primary
@@ -75,6 +91,8 @@ impl Proxy {
             users,
             classifier,
             router,
+            replicas,
+            causal: crate::topology::CausalRegistry::default(),
             cancels: Arc::new(cancels),
             clients: Arc::new(AtomicU32::new(0)),
             per_user: Arc::default(),
@@ -103,6 +121,16 @@ impl Proxy {
     /// Picks replicas and counts where transactions went.
     pub fn router(&self) -> &crate::router::Router {
         &self.router
+    }
+
+    /// Each replica's lag and eligibility, in `backends.replicas` order.
+    pub fn replicas(&self) -> &[Arc<crate::topology::ReplicaState>] {
+        &self.replicas
+    }
+
+    /// Write positions shared between connections.
+    pub fn causal(&self) -> &crate::topology::CausalRegistry {
+        &self.causal
     }
 
     /// Client secrets (auth file, `auth_query`) and backend logins.

@@ -28,15 +28,25 @@ impl Stack {
     /// Starts a primary with `replicas` streaming replicas and a proxy, after `tweak` adjusts the
     /// proxy's configuration (listen address, primary and replicas are filled in already).
     pub async fn start(replicas: usize, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Stack> {
-        let cluster = tokio::task::spawn_blocking(move || {
-            Cluster::start(ClusterOptions {
+        Stack::start_with(
+            ClusterOptions {
                 replicas,
                 ..ClusterOptions::default()
-            })
-        })
+            },
+            tweak,
+        )
         .await
-        .context("cluster start task")?
-        .context("starting PostgreSQL")?;
+    }
+
+    /// [`Stack::start`] with a cluster of these options (e.g. `recovery_min_apply_delay` on replicas).
+    pub async fn start_with(
+        opts: ClusterOptions,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Stack> {
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(opts))
+            .await
+            .context("cluster start task")?
+            .context("starting PostgreSQL")?;
         let replica_addrs: Vec<SocketAddr> = cluster.replicas().iter().map(Node::addr).collect();
         let proxy = start_proxy(cluster.primary().addr(), |c| {
             c.backends.replicas = replica_addrs

@@ -9,6 +9,9 @@ use super::Route;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Hints {
     pub route: Option<Route>,
+    /// `max_lag=10s`: the statement accepts replicas this far behind (the client's consent to staler
+    /// reads than `consistency.max_replica_lag`).
+    pub max_lag: Option<std::time::Duration>,
 }
 
 /// Reads the hints in the comments at the start of `sql`.
@@ -33,6 +36,11 @@ pub fn parse(sql: &str) -> Hints {
         };
         for pair in body[at + "pgroute:".len()..].split([' ', ',', '\t', '\n']) {
             if let Some((key, value)) = pair.split_once('=') {
+                if key.trim().eq_ignore_ascii_case("max_lag") {
+                    if let Ok(d) = humantime::parse_duration(value.trim()) {
+                        hints.max_lag = Some(d);
+                    }
+                }
                 if key.trim().eq_ignore_ascii_case("route") {
                     hints.route = match value.trim().to_ascii_lowercase().as_str() {
                         "primary" | "write" => Some(Route::Primary),
@@ -64,6 +72,14 @@ mod tests {
             parse("/* app=web */ /* pgroute: route=primary, other=x */ SELECT 1").route,
             Some(Route::Primary)
         );
+    }
+
+    #[test]
+    fn max_lag_hint() {
+        let h = parse("/* pgroute: max_lag=10s route=replica */ SELECT 1");
+        assert_eq!(h.max_lag, Some(std::time::Duration::from_secs(10)));
+        assert_eq!(h.route, Some(Route::Replica));
+        assert_eq!(parse("/* pgroute: max_lag=soon */ SELECT 1").max_lag, None);
     }
 
     #[test]

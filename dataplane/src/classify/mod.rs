@@ -68,11 +68,15 @@ pub enum Reason {
     NoReplica,
     /// Reads were configured to go to the primary too (`primary_reads_weight`), and it was picked.
     PrimaryShare,
+    /// No replica has replayed the client's last write yet (read-your-writes, or its causal window).
+    ReadYourWrites,
+    /// Every replica is further behind than the client accepts.
+    ReplicaLagging,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (for counters).
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Hint,
         Reason::Rule,
         Reason::Default,
@@ -90,6 +94,8 @@ impl Reason {
         Reason::SessionMode,
         Reason::NoReplica,
         Reason::PrimaryShare,
+        Reason::ReadYourWrites,
+        Reason::ReplicaLagging,
     ];
 
     /// Position in [`Reason::ALL`].
@@ -117,6 +123,8 @@ impl Reason {
             Reason::SessionMode => "session_mode",
             Reason::NoReplica => "no_replica",
             Reason::PrimaryShare => "primary_share",
+            Reason::ReadYourWrites => "read_your_writes",
+            Reason::ReplicaLagging => "replica_lagging",
         }
     }
 }
@@ -126,6 +134,8 @@ impl Reason {
 pub struct Decision {
     pub route: Route,
     pub reason: Reason,
+    /// Lag the statement accepts (a `max_lag=` hint), instead of the configured limit.
+    pub max_lag: Option<std::time::Duration>,
 }
 
 impl Decision {
@@ -133,6 +143,7 @@ impl Decision {
         Decision {
             route: Route::Primary,
             reason,
+            max_lag: None,
         }
     }
 
@@ -140,6 +151,7 @@ impl Decision {
         Decision {
             route: Route::Replica,
             reason,
+            max_lag: None,
         }
     }
 
@@ -214,10 +226,20 @@ impl Classifier {
     }
 
     fn classify_uncached(&self, sql: &str) -> Option<Decision> {
-        if let Some(route) = hint::parse(sql).route {
+        let hints = hint::parse(sql);
+        let decision = self.classify_text(sql, hints.route);
+        decision.map(|d| Decision {
+            max_lag: hints.max_lag,
+            ..d
+        })
+    }
+
+    fn classify_text(&self, sql: &str, hinted: Option<Route>) -> Option<Decision> {
+        if let Some(route) = hinted {
             return Some(Decision {
                 route,
                 reason: Reason::Hint,
+                max_lag: None,
             });
         }
         if !self.rules.is_empty() {
@@ -227,6 +249,7 @@ impl Classifier {
                 return Some(Decision {
                     route: rule.route,
                     reason: Reason::Rule,
+                    max_lag: None,
                 });
             }
         }

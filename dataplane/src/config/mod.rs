@@ -40,6 +40,7 @@ pub struct Config {
     pub backends: BackendsConfig,
     pub pool: PoolConfig,
     pub routing: RoutingConfig,
+    pub consistency: ConsistencyConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
 }
@@ -115,11 +116,18 @@ pub struct ReplicaConfig {
     /// Relative share of reads for weighted policies (`round-robin`, `random`, `hash`; least-connections
     /// divides by it). Default 1; 0 takes the replica out of the read pool.
     pub weight: u32,
+    /// This replica's own lag limit, instead of `consistency.max_replica_lag`. Default none.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_lag: Option<std::time::Duration>,
 }
 
 impl From<BackendAddr> for ReplicaConfig {
     fn from(address: BackendAddr) -> Self {
-        ReplicaConfig { address, weight: 1 }
+        ReplicaConfig {
+            address,
+            weight: 1,
+            max_lag: None,
+        }
     }
 }
 
@@ -132,6 +140,8 @@ enum ReplicaForm {
         address: BackendAddr,
         #[serde(default = "one")]
         weight: u32,
+        #[serde(default, with = "humantime_serde")]
+        max_lag: Option<std::time::Duration>,
     },
 }
 
@@ -142,8 +152,16 @@ fn one() -> u32 {
 impl From<ReplicaForm> for ReplicaConfig {
     fn from(form: ReplicaForm) -> Self {
         match form {
-            ReplicaForm::Address(address) => ReplicaConfig { address, weight: 1 },
-            ReplicaForm::Full { address, weight } => ReplicaConfig { address, weight },
+            ReplicaForm::Address(address) => address.into(),
+            ReplicaForm::Full {
+                address,
+                weight,
+                max_lag,
+            } => ReplicaConfig {
+                address,
+                weight,
+                max_lag,
+            },
         }
     }
 }
@@ -238,6 +256,111 @@ impl Default for RoutingConfig {
             databases: Default::default(),
             rules: Vec::new(),
             cache_size: 10_000,
+        }
+    }
+}
+
+/// What a client may read after it wrote.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsistencyMode {
+    /// After a write commits, the client's reads go only to replicas that have replayed it (by WAL
+    /// position), or to the primary (default).
+    #[default]
+    ReadYourWrites,
+    /// After a write, the client's reads go to the primary for `causal_window` (the time-based guess
+    /// some poolers use).
+    CausalWindow,
+    /// No read-after-write guarantee (lag thresholds still apply).
+    None,
+}
+
+/// Whose writes a read must see.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CausalScope {
+    /// The client connection's own writes (default).
+    #[default]
+    Connection,
+    /// Any connection of the same user (through this proxy).
+    User,
+    /// Connections sharing a `pgroute.causal_token` (startup parameter or `SET pgroute.causal_token`),
+    /// e.g. all connections serving one web request; connections without a token use their own writes.
+    Token,
+}
+
+/// What a read does when no replica qualifies (lag, or not yet replayed the client's write).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LagFallback {
+    /// Read from the primary (default).
+    #[default]
+    Primary,
+    /// Wait up to `wait_timeout` for a replica to qualify, then read from the primary.
+    Wait,
+    /// Fail the read with SQLSTATE 55000 saying the replicas are lagging.
+    Error,
+}
+
+/// Replication lag awareness and read-your-writes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsistencyConfig {
+    /// Default `read-your-writes`. Restart to change.
+    pub mode: ConsistencyMode,
+    /// Default `connection`. Restart to change.
+    pub scope: CausalScope,
+    /// For `causal-window`: how long after a write reads stay on the primary. Default `1500ms`.
+    #[serde(with = "humantime_serde")]
+    pub causal_window: std::time::Duration,
+    /// Default `primary`. Restart to change.
+    pub fallback: LagFallback,
+    /// For `fallback = wait`. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: std::time::Duration,
+    /// A replica further behind than this leaves the read pool at once. Default `2s`; `0s` disables the
+    /// time limit. A replica may override it (`backends.replicas[].max_lag`).
+    #[serde(with = "humantime_serde")]
+    pub max_replica_lag: std::time::Duration,
+    /// The same limit in bytes of WAL not yet replayed. Default 0 (no byte limit).
+    pub max_replica_lag_bytes: u64,
+    /// How long a replica must stay under the limits before it takes reads again. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub hysteresis: std::time::Duration,
+    /// How often the lag monitor measures every replica. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub lag_check_interval: std::time::Duration,
+    /// Measure lag at all. Default true; false treats every replica as current (no thresholds, no
+    /// read-your-writes by WAL position).
+    pub monitor: bool,
+    /// User the lag monitor logs in as (its password comes from the auth file like any user's).
+    /// Default `postgres`. Restart to change.
+    pub monitor_user: String,
+    /// Database the lag monitor connects to. Default `postgres`.
+    pub monitor_database: String,
+    /// Users who accept staler reads, with how much lag they tolerate, e.g. `{ reporting = "60s" }`:
+    /// their reads may use replicas up to that far behind (their own writes still count). Default none.
+    pub user_max_lag:
+        std::collections::BTreeMap<String, humantime_serde::Serde<std::time::Duration>>,
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        use std::time::Duration;
+        ConsistencyConfig {
+            mode: ConsistencyMode::ReadYourWrites,
+            scope: CausalScope::Connection,
+            causal_window: Duration::from_millis(1500),
+            fallback: LagFallback::Primary,
+            wait_timeout: Duration::from_secs(1),
+            max_replica_lag: Duration::from_secs(2),
+            max_replica_lag_bytes: 0,
+            hysteresis: Duration::from_secs(5),
+            lag_check_interval: Duration::from_secs(1),
+            monitor: true,
+            monitor_user: "postgres".into(),
+            monitor_database: "postgres".into(),
+            user_max_lag: Default::default(),
         }
     }
 }
@@ -536,6 +659,12 @@ impl Config {
                 key: "routing.rules",
                 problem: e.to_string(),
             });
+        }
+        if self.consistency.lag_check_interval.is_zero() {
+            return Err(invalid(
+                "consistency.lag_check_interval",
+                "must be positive",
+            ));
         }
         if self.routing.cache_size == 0 {
             return Err(invalid("routing.cache_size", "must be at least 1"));

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use pgroute_cluster::{Cluster, ClusterOptions};
 
+use crate::classify::{Reason, Route};
 use crate::cli::DemoArgs;
 use crate::config::{Config, PoolMode};
 use crate::Running;
@@ -108,6 +109,14 @@ async fn demo_inner(args: &DemoArgs) -> anyhow::Result<()> {
             "  {:<8} {:<24} {n:>6}",
             format!("{route:?}").to_lowercase(),
             reason.as_str()
+        );
+    }
+    let counters = proxy.proxy.router().counters();
+    if counters.get(Route::Primary, Reason::ReadYourWrites) > 0 {
+        println!(
+            "  (read_your_writes: reads by a client that had just written, kept off the replica until it \
+             has replayed that write; the demo's servers commit asynchronously, so the replica trails \
+             by a few hundred milliseconds)"
         );
     }
     if let Some(replica) = replica {

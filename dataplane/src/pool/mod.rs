@@ -24,7 +24,7 @@ use crate::config::{BackendAddr, PoolConfig};
 
 pub use crate::stream::ServerStream;
 pub(crate) use connect::read_frame;
-pub use connect::{ConnectError, ConnectOptions};
+pub use connect::{connect, ConnectError, ConnectOptions};
 pub use query::{QueryError, Row};
 pub use server::{BackendKey, ServerConn};
 
@@ -330,6 +330,20 @@ impl Pools {
             pools: Mutex::new(HashMap::new()),
             valid: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How pools log in, for connections the proxy makes for itself outside any pool (the lag monitor).
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            keyring: self.keyring.clone(),
+            max_message_size: self.max_message_size,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Connect timeout of every pool.
+    pub fn connect_timeout(&self) -> Duration {
+        self.config.server_connect_timeout
     }
 
     /// The pool for `key`, created (with its maintenance task) on first use.

@@ -18,6 +18,8 @@ pub struct Candidate {
     pub pool: Arc<Pool>,
     pub weight: u32,
     pub is_primary: bool,
+    /// The replica's lag and eligibility (`None` for the primary's share of reads).
+    pub state: Option<Arc<crate::topology::ReplicaState>>,
 }
 
 /// Picks read targets and counts routing decisions. One per proxy.
@@ -45,7 +47,17 @@ impl Router {
     /// The candidate that takes the next read, `None` when there is none with a positive weight. Runs
     /// once per routed transaction, so it walks the slice without allocating.
     pub fn pick<'a>(&self, candidates: &'a [Candidate], session_key: u64) -> Option<&'a Candidate> {
-        let live = || candidates.iter().filter(|c| c.weight > 0);
+        self.pick_where(candidates, session_key, |_| true)
+    }
+
+    /// [`Router::pick`] among the candidates `usable` accepts (lag, read-your-writes).
+    pub fn pick_where<'a>(
+        &self,
+        candidates: &'a [Candidate],
+        session_key: u64,
+        usable: impl Fn(&Candidate) -> bool,
+    ) -> Option<&'a Candidate> {
+        let live = || candidates.iter().filter(|c| c.weight > 0 && usable(c));
         let count = live().count();
         if count <= 1 {
             return live().next();

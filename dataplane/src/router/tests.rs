@@ -23,6 +23,7 @@ fn candidates(weights: &[u32]) -> Vec<Candidate> {
             }),
             weight: *w,
             is_primary: false,
+            state: None,
         })
         .collect()
 }

@@ -58,6 +58,8 @@ pub enum SessionError {
     Unsupported { what: &'static str },
     #[error("prepared statement \"{name}\" already exists")]
     DuplicateStatement { name: String },
+    #[error("pgroute: no replica can serve this read: {}; consistency.fallback = error", if *.read_your_writes { "none has replayed this client's last write yet" } else { "every replica is further behind than consistency.max_replica_lag" })]
+    NoFreshReplica { read_your_writes: bool },
     #[error("pgroute: this client already has {max} prepared statements (pool.max_client_prepared_statements); deallocate some before preparing more")]
     TooManyStatements { max: usize },
     #[error(
@@ -98,6 +100,7 @@ impl SessionError {
             SessionError::Unsupported { .. } => ("ERROR", "0A000"),
             SessionError::DuplicateStatement { .. } => ("ERROR", "42P05"),
             SessionError::TooManyStatements { .. } => ("ERROR", "53400"),
+            SessionError::NoFreshReplica { .. } => ("ERROR", "55000"),
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
         };
         Some((severity, code.to_owned()))

@@ -7,6 +7,7 @@
 
 mod cancel;
 mod client;
+mod consistency;
 mod error;
 mod handshake;
 mod local;
@@ -19,6 +20,12 @@ mod tracker;
 mod vars;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a read waiting for a replica to catch up (`fallback = wait`) looks again.
+const WAIT_STEP: Duration = Duration::from_millis(10);
+/// After a read-your-writes probe found the replica behind, how long reads skip probing.
+const PROBE_QUIET: Duration = Duration::from_millis(50);
 
 use pgroute_protocol::backend::{self, TxStatus};
 use pgroute_protocol::frontend;
@@ -32,11 +39,13 @@ pub use prepared::BackendStatements;
 pub use vars::SessionVars;
 
 use crate::classify::{Decision, Reason, Route};
-use crate::config::{AuthType, DefaultRoute, HashKey, PoolMode};
+use crate::config::{AuthType, DefaultRoute, HashKey, LagFallback, PoolMode};
 use crate::pool::{Pool, PoolError, PoolKey, PooledConn};
 use crate::proxy::{ClientSlot, Proxy};
 use crate::router::Candidate;
+use crate::topology::{Lsn, ReplicaState};
 use client::{ClientConn, ClientStream};
+use consistency::Requirement;
 use handshake::Opening;
 use relay::{RelayEnd, RelayError};
 use tracker::Tracker;
@@ -232,8 +241,9 @@ async fn login(
     });
     let mut reads = Vec::new();
     if routing.read_write_split && !config.backends.replicas.is_empty() {
-        for replica in &config.backends.replicas {
+        for (replica, state) in config.backends.replicas.iter().zip(proxy.replicas()) {
             reads.push(Candidate {
+                state: Some(state.clone()),
                 pool: proxy.pools().get(&PoolKey {
                     backend: replica.address.clone(),
                     database: database.clone(),
@@ -245,6 +255,7 @@ async fn login(
         }
         if routing.primary_reads_weight > 0 {
             reads.push(Candidate {
+                state: None,
                 pool: pool.clone(),
                 weight: routing.primary_reads_weight,
                 is_primary: true,
@@ -270,6 +281,10 @@ async fn login(
         reads,
         default_route,
         session_key,
+        causal: consistency::Causal::new(&config.consistency, &user),
+        last_decision: Decision::primary(Reason::Write),
+        probe: None,
+        probe_quiet_until: None,
         mode,
         vars,
         tracker: Tracker::new(
@@ -348,6 +363,14 @@ struct Session {
     default_route: DefaultRoute,
     /// Hash of the session key, for `hash` load balancing.
     session_key: u64,
+    /// Read-your-writes state.
+    causal: consistency::Causal,
+    /// How the batch in progress (or the last one) was routed.
+    last_decision: Decision,
+    /// A replica picked on probation for read-your-writes: the write position it must have replayed.
+    probe: Option<(Lsn, Arc<ReplicaState>)>,
+    /// After a probe found the replica behind, none before this.
+    probe_quiet_until: Option<Instant>,
     mode: PoolMode,
     vars: SessionVars,
     tracker: Tracker,
@@ -389,7 +412,13 @@ impl Session {
             }
         }
         if self.held.is_none() && self.tracker.at_rest() {
-            self.pool = self.choose_pool(client);
+            match self.choose_pool(client).await {
+                Ok(pool) => self.pool = pool,
+                Err(err) => {
+                    self.fail_batch(client, err).await?;
+                    return Ok(true);
+                }
+            }
         }
         let mut server = match self.attach(client).await {
             Ok(s) => s,
@@ -427,6 +456,7 @@ impl Session {
         }
         match end {
             Ok(RelayEnd::AtRest { tail }) => {
+                self.record_write(&mut server).await?;
                 self.detach(server);
                 if let Some(tail) = tail {
                     client.write_now(&tail).await?;
@@ -453,11 +483,12 @@ impl Session {
     }
 
     /// Where the next batch runs: its route (classification, then the user's or database's default),
-    /// then a replica by the load-balancing policy. Counted by route and reason.
-    fn choose_pool(&self, client: &ClientConn) -> Arc<Pool> {
-        let router = self.proxy.router();
+    /// then a replica by the load-balancing policy among those within the lag the read accepts and that
+    /// have replayed the client's last write; with none, `consistency.fallback` decides. Counted by
+    /// route and reason.
+    async fn choose_pool(&mut self, client: &ClientConn) -> Result<Arc<Pool>, SessionError> {
         if self.reads.is_empty() {
-            return self.primary.clone();
+            return Ok(self.primary.clone());
         }
         let decision = match self.mode {
             PoolMode::Session => match self.default_route {
@@ -474,17 +505,118 @@ impl Session {
                 self.default_route,
             ),
         };
-        let (pool, route, reason) = match decision.route {
-            Route::Primary => (self.primary.clone(), Route::Primary, decision.reason),
-            Route::Replica => match router.pick(&self.reads, self.session_key) {
-                Some(c) if c.is_primary => (c.pool.clone(), Route::Primary, Reason::PrimaryShare),
-                Some(c) => (c.pool.clone(), Route::Replica, decision.reason),
-                None => (self.primary.clone(), Route::Primary, Reason::NoReplica),
-            },
+        let (pool, decision) = match decision.route {
+            Route::Primary => (self.primary.clone(), decision),
+            Route::Replica => self.pick_replica(decision).await?,
         };
-        router.counters().record(route, reason);
-        tracing::trace!(route = ?route, reason = reason.as_str(), backend = %pool.key().backend, "routed");
-        pool
+        self.last_decision = decision;
+        if self.probe.is_none() {
+            self.proxy
+                .router()
+                .counters()
+                .record(decision.route, decision.reason);
+        }
+        tracing::trace!(route = ?decision.route, reason = decision.reason.as_str(), backend = %pool.key().backend, "routed");
+        Ok(pool)
+    }
+
+    /// A replica for a read, or the primary when none qualifies (or waits, or fails: `fallback`). When
+    /// the only thing missing is the monitor having seen a replica replay this client's last write, a
+    /// replica within the lag limits is picked on probation: `attach` asks it for its replay position.
+    async fn pick_replica(
+        &mut self,
+        decision: Decision,
+    ) -> Result<(Arc<Pool>, Decision), SessionError> {
+        self.probe = None;
+        let proxy = &self.proxy;
+        let config = &proxy.config().consistency;
+        let max_lag = decision.max_lag.or(self.causal.user_max_lag);
+        let deadline = Instant::now() + config.wait_timeout;
+        loop {
+            let need = self.causal.requirement(&self.vars, proxy.causal());
+            let usable = |c: &Candidate| {
+                c.state
+                    .as_ref()
+                    .is_none_or(|s| consistency::replica_usable(s, need, max_lag))
+            };
+            match proxy
+                .router()
+                .pick_where(&self.reads, self.session_key, usable)
+            {
+                Some(c) if c.is_primary => {
+                    return Ok((c.pool.clone(), Decision::primary(Reason::PrimaryShare)))
+                }
+                Some(c) => return Ok((c.pool.clone(), decision)),
+                None => {}
+            }
+            // Why none: nobody replayed this client's write yet (as far as the monitor saw), or every
+            // replica lags.
+            let lag_only = |c: &Candidate| {
+                c.state
+                    .as_ref()
+                    .is_some_and(|s| consistency::replica_usable(s, Requirement::None, max_lag))
+            };
+            let caught_up_somewhere = self.reads.iter().any(lag_only);
+            let probe_allowed = self.probe_quiet_until.is_none_or(|t| Instant::now() >= t);
+            if let (Requirement::Replayed(lsn), true) = (need, caught_up_somewhere) {
+                if config.fallback != LagFallback::Wait && probe_allowed {
+                    let picked = proxy
+                        .router()
+                        .pick_where(&self.reads, self.session_key, lag_only);
+                    if let Some(c) = picked {
+                        if let Some(state) = &c.state {
+                            self.probe = Some((lsn, state.clone()));
+                            return Ok((c.pool.clone(), decision));
+                        }
+                    }
+                }
+            }
+            let reason = if caught_up_somewhere {
+                Reason::ReadYourWrites
+            } else {
+                Reason::ReplicaLagging
+            };
+            match config.fallback {
+                LagFallback::Wait if Instant::now() < deadline => {
+                    tokio::time::sleep(WAIT_STEP).await;
+                }
+                LagFallback::Error => {
+                    return Err(SessionError::NoFreshReplica {
+                        read_your_writes: reason == Reason::ReadYourWrites,
+                    })
+                }
+                _ => return Ok((self.primary.clone(), Decision::primary(reason))),
+            }
+        }
+    }
+
+    /// After a transaction that may have written committed on the primary: where the primary's WAL is
+    /// now, so this client's next reads wait for a replica that has replayed it.
+    async fn record_write(&mut self, server: &mut PooledConn) -> Result<(), SessionError> {
+        if self.reads.is_empty()
+            || !Arc::ptr_eq(&self.pool, &self.primary)
+            || !self.causal.may_write(self.last_decision)
+        {
+            return Ok(());
+        }
+        let lsn = if self.causal.needs_lsn() {
+            let rows = server
+                .conn()
+                .query_rows("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(|e| SessionError::ServerLost {
+                    backend: self.primary.key().backend.to_string(),
+                    reason: e.to_string(),
+                })?;
+            rows.first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|t| crate::topology::parse_lsn(&t))
+                .unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        self.causal.wrote(lsn, &self.vars, self.proxy.causal());
+        Ok(())
     }
 
     /// The backend connection for the next batch, with this client's session variables applied. A
@@ -505,6 +637,9 @@ impl Session {
                 other => other?,
             },
         };
+        if let Some((lsn, state)) = self.probe.take() {
+            server = self.probe_replica(server, lsn, &state, client).await?;
+        }
         let conn = server.conn();
         if let Some(sql) = self.vars.sync_sql(&conn.applied) {
             match relay::run_internal(conn, &sql).await {
@@ -525,6 +660,47 @@ impl Session {
             }
         }
         Ok(server)
+    }
+
+    /// A replica picked on probation: it serves the read if it has replayed `lsn` (one round trip),
+    /// otherwise the read goes to the primary (or fails, with `fallback = error`).
+    async fn probe_replica(
+        &mut self,
+        mut server: PooledConn,
+        lsn: Lsn,
+        state: &ReplicaState,
+        client: &ClientConn,
+    ) -> Result<PooledConn, SessionError> {
+        let replayed = server
+            .conn()
+            .query_rows("SELECT pg_last_wal_replay_lsn()::text", &[])
+            .await
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|t| crate::topology::parse_lsn(&t));
+        let counters = self.proxy.router().counters();
+        if let Some(replayed) = replayed {
+            state.saw_replay(replayed);
+            if replayed >= lsn {
+                counters.record(Route::Replica, self.last_decision.reason);
+                return Ok(server);
+            }
+            server.release();
+        }
+        // Not there yet (an asynchronous commit may not even have left the primary): no more probes
+        // for a moment, so a busy client does not pay a round trip to the replica on every read.
+        self.probe_quiet_until = Some(Instant::now() + PROBE_QUIET);
+        // Dropped unreleased when the probe itself failed: the connection's state is unknown.
+        counters.record(Route::Primary, Reason::ReadYourWrites);
+        self.last_decision = Decision::primary(Reason::ReadYourWrites);
+        if self.proxy.config().consistency.fallback == LagFallback::Error {
+            return Err(SessionError::NoFreshReplica {
+                read_your_writes: true,
+            });
+        }
+        self.pool = self.primary.clone();
+        checkout_unless_gone(&self.pool, client).await
     }
 
     /// Transaction mode returns the connection; session mode keeps it.

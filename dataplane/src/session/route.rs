@@ -28,6 +28,8 @@ pub(super) fn classify_batch(
     let mut decided: Option<Decision> = None;
     // Frames since the last Sync or Query: their implicit transaction is still open.
     let mut open = false;
+    // Statements parsed earlier in this batch (few: a small inline list, no allocation for none).
+    let mut parsed_names: Vec<&str> = Vec::new();
     let mut note = |d: Option<Decision>| match (decided, d) {
         (_, None) => {}
         (Some(prev), _) if prev.route == Route::Primary => {}
@@ -54,19 +56,29 @@ pub(super) fn classify_batch(
                 open = false;
             }
             fe::SYNC => open = false,
-            fe::PARSE => note(
-                fe::parse_message(body)
-                    .ok()
-                    .and_then(|(_, sql)| classifier.classify(sql)),
-            ),
+            fe::PARSE => {
+                if let Ok((name, sql)) = fe::parse_message(body) {
+                    note(classifier.classify(sql));
+                    // Its Bind and Describe in this batch need no lookup: the Parse already counted.
+                    if !name.is_empty() {
+                        parsed_names.push(name);
+                    }
+                } else {
+                    note(Some(Decision::primary(Reason::ParseFailure)));
+                }
+            }
             fe::BIND => {
                 if let Ok((_, name)) = fe::bind_names(body) {
-                    note(statement_decision(name, classifier, tracker));
+                    if !parsed_names.contains(&name) {
+                        note(statement_decision(name, classifier, tracker));
+                    }
                 }
             }
             fe::DESCRIBE => {
                 if let Ok((b'S', name)) = fe::target_name(body, "Describe") {
-                    note(statement_decision(name, classifier, tracker));
+                    if !parsed_names.contains(&name) {
+                        note(statement_decision(name, classifier, tracker));
+                    }
                 }
             }
             fe::EXECUTE | fe::CLOSE => {}

@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod basic;
 mod clients;
+mod consistency;
 mod faults;
 mod pool_timers;
 mod pooling;

@@ -210,7 +210,12 @@ async fn eviction_keeps_backends_bounded_and_statements_working() -> anyhow::Res
 
 #[tokio::test]
 async fn a_statement_prepared_on_the_primary_runs_on_a_replica() -> anyhow::Result<()> {
-    let stack = Stack::start(1, |_| {}).await?;
+    // Without read-your-writes: the transaction's statements may write, and the replica must take the
+    // read at once rather than after it replays them (consistency.rs covers that).
+    let stack = Stack::start(1, |c| {
+        c.consistency.mode = pgroute::config::ConsistencyMode::None;
+    })
+    .await?;
     stack.wait_for_replicas().await?;
     let primary = stack.cluster.primary().addr().port() as i32;
     let replica = stack.cluster.replicas()[0].addr().port() as i32;

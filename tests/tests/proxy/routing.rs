@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use pgroute::classify::{Reason, Route};
-use pgroute::config::{DefaultRoute, HashKey, LoadBalancing, ReplicaConfig};
+use pgroute::config::{ConsistencyMode, DefaultRoute, HashKey, LoadBalancing, ReplicaConfig};
 use pgroute_tests::{tools, Stack};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
@@ -56,7 +56,9 @@ fn ports(stack: &Stack) -> Ports {
 
 #[tokio::test]
 async fn reads_go_to_replicas_and_everything_else_to_the_primary() -> anyhow::Result<()> {
-    let stack = stack(|_| {}).await?;
+    // Classification alone: without read-your-writes, reads after this client's writes still go to
+    // replicas (consistency.rs tests what read-your-writes adds).
+    let stack = stack(|c| c.consistency.mode = ConsistencyMode::None).await?;
     let p = ports(&stack);
     let client = stack.connect().await?;
 
@@ -119,7 +121,7 @@ async fn reads_go_to_replicas_and_everything_else_to_the_primary() -> anyhow::Re
 
 #[tokio::test]
 async fn transactions_stay_on_one_server() -> anyhow::Result<()> {
-    let stack = stack(|_| {}).await?;
+    let stack = stack(|c| c.consistency.mode = ConsistencyMode::None).await?;
     let p = ports(&stack);
     let mut client = stack.connect().await?;
 
@@ -393,19 +395,25 @@ async fn an_unreachable_replica_hands_reads_to_the_primary() -> anyhow::Result<(
         .parse::<pgroute::config::BackendAddr>()
         .map_err(anyhow::Error::msg)?
         .into();
-    let stack = Stack::start(0, move |c| c.backends.replicas = vec![dead]).await?;
+    let with_dead = dead.clone();
+    let stack = Stack::start(0, move |c| c.backends.replicas = vec![with_dead]).await?;
+    // The lag monitor cannot reach it, so it never takes reads.
     let client = stack.connect().await?;
     let port = port_of(&client, "SELECT inet_server_port()").await?;
     assert_eq!(port, stack.cluster.primary().addr().port());
-    assert!(
-        stack
-            .proxy
-            .proxy
-            .router()
-            .counters()
-            .get(Route::Primary, Reason::NoReplica)
-            >= 1
-    );
+    let counters = stack.proxy.proxy.router().counters();
+    assert!(counters.get(Route::Primary, Reason::ReplicaLagging) >= 1);
+    // Without the monitor it is picked, the connection fails, and the batch runs on the primary.
+    let unmonitored = pgroute_tests::start_proxy(stack.cluster.primary().addr(), move |c| {
+        c.backends.replicas = vec![dead];
+        c.consistency.monitor = false;
+    })
+    .await?;
+    let client = pgroute_tests::connect(unmonitored.addr).await?;
+    let port = port_of(&client, "SELECT inet_server_port()").await?;
+    assert_eq!(port, stack.cluster.primary().addr().port());
+    let counters = unmonitored.proxy.router().counters();
+    assert!(counters.get(Route::Primary, Reason::NoReplica) >= 1);
     Ok(())
 }
 
