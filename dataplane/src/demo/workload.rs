@@ -68,7 +68,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// Creates the table, waits until the replica has it (reads go there; read-your-writes is issue 6's),
+/// Creates the table, waits until the replica has it (other clients' reads go there at once),
 /// then runs `clients` concurrent clients for `transactions` units of work each.
 pub async fn run(
     proxy: SocketAddr,
