@@ -456,12 +456,15 @@ impl Session {
         }
         match end {
             Ok(RelayEnd::AtRest { tail }) => {
+                // The client gets its answer first; its next message waits in the socket until the
+                // write position is recorded, so no read can overtake it.
+                let sent = match tail {
+                    Some(tail) => client.write_now(&tail).await,
+                    None => Ok(()),
+                };
                 self.record_write(&mut server).await?;
                 self.detach(server);
-                if let Some(tail) = tail {
-                    client.write_now(&tail).await?;
-                }
-                Ok(true)
+                sent.map(|()| true)
             }
             Ok(RelayEnd::ClientGone { clean }) => {
                 if clean {
