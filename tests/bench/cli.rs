@@ -14,7 +14,7 @@ const QUICK_SECS: u64 = 5;
 
 /// Measures pgroute's classification cost, compares pgroute with PgBouncer and a direct connection using
 /// pgbench, compares prepared statements with the simple protocol through pgroute, measures read scaling
-/// with two replicas, then idle-client memory.
+/// with two replicas and read-your-writes with a lagging replica, then idle-client memory.
 #[derive(Debug, Parser)]
 #[command(name = "pgroute-bench")]
 pub struct Args {
@@ -46,6 +46,11 @@ pub struct Args {
     /// gets one replica, as before that step existed.
     #[arg(long)]
     pub skip_replicas: bool,
+
+    /// Skip the read-your-writes step (a 90/10 read/write workload through pgroute with a replica 1 s
+    /// behind, checked for stale reads, against all reads on the primary; it starts its own cluster).
+    #[arg(long)]
+    pub skip_consistency: bool,
 
     /// The pgroute binary [default: `pgroute` next to this executable].
     #[arg(long)]
@@ -133,6 +138,13 @@ mod tests {
         let skip = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.skip_prepared);
         assert_eq!(skip(&["b"]).ok(), Some(false));
         assert_eq!(skip(&["b", "--skip-prepared"]).ok(), Some(true));
+    }
+
+    #[test]
+    fn skip_consistency_parses_and_defaults_to_off() {
+        let skip = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.skip_consistency);
+        assert_eq!(skip(&["b"]).ok(), Some(false));
+        assert_eq!(skip(&["b", "--skip-consistency"]).ok(), Some(true));
     }
 
     #[test]

@@ -10,18 +10,23 @@
 //! the simple protocol ([`prepared::run`]: pgroute's prepared/simple ratio, PgBouncer's row beside it;
 //! `--skip-prepared` leaves it out). Next it compares select-only throughput of pgroute with the primary
 //! only and pgroute sending reads to both replicas ([`replicas::run`]; `--skip-replicas` leaves it out and
-//! gives the cluster one replica, as before that step). Last it holds thousands of idle clients on each
-//! proxy and compares the memory each idle client costs (`--skip-memory` leaves it out).
+//! gives the cluster one replica, as before that step). Then, on a cluster of its own whose replica applies
+//! WAL 1 s late, it runs a 90/10 read/write workload through pgroute that checks every read against the
+//! client's own last write, against the same workload with every read on the primary
+//! ([`consistency::run`]: stale reads, target 0, and the throughput ratio; `--skip-consistency` leaves it
+//! out). Last it holds thousands of idle clients on each proxy and compares the memory each idle client
+//! costs (`--skip-memory` leaves it out).
 //!
 //! Flow: [`cli::Args`] → [`classify::measure`] → cluster → [`proxies::Proxies::start`] → [`matrix::run`]
 //! (each run is [`pgbench::run`](pgbench::Pgbench::run), printed by [`report`]) → [`prepared::run`] →
-//! [`replicas::run`] → fresh proxies → [`idle::measure`].
+//! [`replicas::run`] → [`consistency::run`] → fresh proxies → [`idle::measure`].
 //! Every proxy sits in a [`process::ChildGuard`], so an early return on error still stops it. A proxy that
 //! does not start only fails its own rows. Run it through `tests/bench/run.sh`, which builds in release
 //! mode and raises the open-file limit.
 
 mod classify;
 mod cli;
+mod consistency;
 mod idle;
 mod matrix;
 mod pgbench;
@@ -106,6 +111,14 @@ fn main() -> Result<()> {
             dir: work.path().join("replicas"),
         };
         replicas::run(&setup, &args.run_options());
+    }
+
+    if !args.skip_consistency {
+        consistency::run(&consistency::Setup {
+            pgroute_binary: &pgroute_bin,
+            dir: work.path().join("consistency"),
+            duration: run_options.duration,
+        });
     }
 
     if !args.skip_memory {

@@ -1,7 +1,9 @@
 //! pgroute, the system under test, started from its release binary with the same pool as PgBouncer.
 //!
 //! In front of the primary alone for the comparison with PgBouncer, and with streaming replicas for the
-//! read-scaling step (`replicas`), where reads go to the replicas by pgroute's default policy.
+//! read-scaling step (`replicas`), where reads go to the replicas by pgroute's default policy. The
+//! read-your-writes step (`consistency`) adds a config file for what has no flag (its lag limit); the
+//! flags still win over the file.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ pub struct Options {
     pub max_client_conn: u32,
     /// Where pgroute's stderr (its log) goes.
     pub log: PathBuf,
+    /// A TOML file (`--config`) for settings without a flag; `None` for pgroute's defaults.
+    pub config: Option<PathBuf>,
 }
 
 /// Starts pgroute on a free port and returns once it accepts connections.
@@ -43,6 +47,10 @@ fn args(opts: &Options, listen: SocketAddr) -> Vec<String> {
         "transaction".to_owned(),
     ]
     .into();
+    if let Some(config) = &opts.config {
+        args.push("--config".to_owned());
+        args.push(config.display().to_string());
+    }
     for replica in &opts.replicas {
         args.push("--replica".to_owned());
         args.push(replica.to_string());
@@ -64,6 +72,7 @@ mod tests {
             pool_size: 20,
             max_client_conn: 10_000,
             log: PathBuf::from("pgroute.log"),
+            config: None,
         };
         let args = args(&opts, addr(6432));
         let tail: Vec<&str> = args[args.len() - 4..].iter().map(String::as_str).collect();
@@ -72,5 +81,26 @@ mod tests {
             ["--replica", "127.0.0.1:5433", "--replica", "127.0.0.1:5434"]
         );
         assert_eq!(args.iter().filter(|a| *a == "--primary").count(), 1);
+        assert!(!args.iter().any(|a| a == "--config"));
+    }
+
+    #[test]
+    fn a_config_file_is_passed_with_its_flag() {
+        let addr = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let opts = Options {
+            binary: PathBuf::from("pgroute"),
+            primary: addr(5432),
+            replicas: Vec::new(),
+            pool_size: 20,
+            max_client_conn: 10_000,
+            log: PathBuf::from("pgroute.log"),
+            config: Some(PathBuf::from("/tmp/b/pgroute.toml")),
+        };
+        let args = args(&opts, addr(6432));
+        let at = args.iter().position(|a| a == "--config");
+        assert_eq!(
+            at.and_then(|i| args.get(i + 1)).map(String::as_str),
+            Some("/tmp/b/pgroute.toml")
+        );
     }
 }

@@ -38,6 +38,7 @@ impl Proxies {
             pool_size: POOL_SIZE,
             max_client_conn: MAX_CLIENT_CONN,
             log: dir.join("pgroute.log"),
+            config: None,
         });
         let proxies = Proxies { pgbouncer, pgroute };
         for (name, proxy) in proxies.named() {

@@ -163,6 +163,7 @@ fn measure(setup: &Setup<'_>, opts: &RunOptions, layout: Layout) -> Outcome {
         pool_size: POOL_SIZE,
         max_client_conn: MAX_CLIENT_CONN,
         log: setup.dir.join(format!("pgroute-{}.log", layout.tag())),
+        config: None,
     });
     let pgroute = match started {
         Ok(guard) => guard,
@@ -186,22 +187,27 @@ fn measure(setup: &Setup<'_>, opts: &RunOptions, layout: Layout) -> Outcome {
 
 /// `sum(xact_commit)` of every node, the primary first, by node name.
 fn committed(cluster: &Cluster) -> Result<Vec<(String, u64)>> {
+    per_node(cluster, "select sum(xact_commit) from pg_stat_database")
+}
+
+/// The count `sql` returns on every node, the primary first, by node name.
+pub fn per_node(cluster: &Cluster, sql: &str) -> Result<Vec<(String, u64)>> {
     std::iter::once(cluster.primary())
         .chain(cluster.replicas())
         .map(|node| {
             let text = cluster
-                .psql(node, "select sum(xact_commit) from pg_stat_database")
-                .with_context(|| format!("read pg_stat_database on {}", node.name))?;
+                .psql(node, sql)
+                .with_context(|| format!("run `{sql}` on {}", node.name))?;
             let count = text
                 .parse()
-                .with_context(|| format!("xact_commit of {}: {text:?}", node.name))?;
+                .with_context(|| format!("`{sql}` on {} gave {text:?}", node.name))?;
             Ok((node.name.clone(), count))
         })
         .collect()
 }
 
 /// Per node, `after - before` (nodes matched by name; a counter that went down counts as 0).
-fn growth(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+pub fn growth(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
     after
         .iter()
         .map(|(name, a)| {

@@ -1,5 +1,6 @@
 //! What the benchmark prints: classification cost first, then the table (one row per (workload, target),
-//! ratio rows after each workload), the prepared-statement rows, the read-scaling rows, then memory.
+//! ratio rows after each workload), the prepared-statement rows, the read-scaling rows, then memory. The
+//! read-your-writes step prints its own lines (`consistency::report`) with the row helpers here.
 //!
 //! Formatting is pure (`format_*` return strings) so the layout and the ratio arithmetic are unit-tested;
 //! the `print_*` wrappers only write to stdout.
@@ -68,7 +69,8 @@ pub fn print_table_header(opts: &RunOptions) {
     print_column_header();
 }
 
-fn print_column_header() {
+/// The table's column names; every step's rows line up under them.
+pub fn print_column_header() {
     println!(
         "{:<WORKLOAD_WIDTH$} {:<TARGET_WIDTH$} {:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$}",
         "workload", "target", "TPS", "avg ms", "p99 ms"
@@ -145,7 +147,9 @@ pub fn print_how_to_read() {
          the baseline, so TPS above 1.00x and p99 below 1.00x favour pgroute; with -C, avg includes \
          reconnect time and p99 (pgbench's per-transaction log, 10% sampled) does not; the read-scaling \
          ratio is pgroute with replicas divided by pgroute with the primary only; the prepared/simple \
-         ratio is pgroute with -M prepared divided by pgroute with -M simple; classification is time per \
+         ratio is pgroute with -M prepared divided by pgroute with -M simple; the read-your-writes ratio \
+         is pgroute with the delayed replica divided by pgroute with every read on the primary, and its TPS \
+         counts the workload's statements (each its own transaction); classification is time per \
          statement in this process (lower is better); memory is the proxy's RSS growth per idle client \
          (lower is better). Runs shorter than 15 s (--quick) are noisy."
     );
@@ -247,7 +251,8 @@ fn compare(
     (tps_cell, p99, verdict)
 }
 
-fn met(met: bool) -> &'static str {
+/// A target's verdict word.
+pub fn met(met: bool) -> &'static str {
     if met {
         "met"
     } else {
@@ -292,7 +297,8 @@ fn format_ratios(outcomes: &[(Target, Outcome)]) -> Vec<String> {
     ]
 }
 
-fn ratio_row(label: &str, tps: &str, p99: &str) -> String {
+/// A ratio row: `label` in the target column, the ratios under TPS and p99.
+pub fn ratio_row(label: &str, tps: &str, p99: &str) -> String {
     let row = format!(
         "{:<WORKLOAD_WIDTH$} {label:<TARGET_WIDTH$} {tps:>NUMBER_WIDTH$} {:>NUMBER_WIDTH$} {p99:>NUMBER_WIDTH$}",
         "", ""
@@ -300,7 +306,8 @@ fn ratio_row(label: &str, tps: &str, p99: &str) -> String {
     row.trim_end().to_owned()
 }
 
-fn ratio(value: Option<f64>, base: Option<f64>) -> String {
+/// `value / base` as `1.23x`, or `n/a` when either is missing or the base is 0.
+pub fn ratio(value: Option<f64>, base: Option<f64>) -> String {
     match (value, base) {
         (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
         _ => "n/a".to_owned(),
