@@ -342,6 +342,11 @@ pub struct ConsistencyConfig {
     /// their reads may use replicas up to that far behind (their own writes still count). Default none.
     pub user_max_lag:
         std::collections::BTreeMap<String, humantime_serde::Serde<std::time::Duration>>,
+    /// Lag limits per database, stricter or looser than `max_replica_lag`, e.g. `{ billing = "200ms",
+    /// analytics = "5m" }`: reads in that database use replicas measured within it (no hysteresis of
+    /// their own). A user's own limit wins. Default none.
+    pub database_max_lag:
+        std::collections::BTreeMap<String, humantime_serde::Serde<std::time::Duration>>,
 }
 
 impl Default for ConsistencyConfig {
@@ -361,6 +366,7 @@ impl Default for ConsistencyConfig {
             monitor_user: "postgres".into(),
             monitor_database: "postgres".into(),
             user_max_lag: Default::default(),
+            database_max_lag: Default::default(),
         }
     }
 }

@@ -36,22 +36,27 @@ pub(crate) struct Causal {
     user: String,
     /// This connection's own last write.
     own: Option<(Lsn, Instant)>,
-    /// Lag this user accepts (`consistency.user_max_lag`).
-    pub(crate) user_max_lag: Option<Duration>,
+    /// Lag this client's reads accept instead of the replicas' own limits: the user's
+    /// (`consistency.user_max_lag`), else the database's (`consistency.database_max_lag`).
+    pub(crate) max_lag: Option<Duration>,
 }
 
 /// The startup parameter / setting that names a causal token.
 pub(crate) const TOKEN_SETTING: &str = "pgroute.causal_token";
 
 impl Causal {
-    pub(crate) fn new(config: &ConsistencyConfig, user: &str) -> Causal {
+    pub(crate) fn new(config: &ConsistencyConfig, user: &str, database: &str) -> Causal {
         Causal {
             mode: config.mode,
             scope: config.scope,
             window: config.causal_window,
             user: user.to_owned(),
             own: None,
-            user_max_lag: config.user_max_lag.get(user).map(|d| **d),
+            max_lag: config
+                .user_max_lag
+                .get(user)
+                .or_else(|| config.database_max_lag.get(database))
+                .map(|d| **d),
         }
     }
 
@@ -174,7 +179,7 @@ mod tests {
     fn own_writes_require_their_position_and_windows_expire() {
         let registry = CausalRegistry::default();
         let vars = SessionVars::default();
-        let mut c = Causal::new(&ConsistencyConfig::default(), "app");
+        let mut c = Causal::new(&ConsistencyConfig::default(), "app", "db");
         assert_eq!(c.requirement(&vars, &registry), Requirement::None);
         c.wrote(42, &vars, &registry);
         c.wrote(7, &vars, &registry);
@@ -185,9 +190,24 @@ mod tests {
             causal_window: Duration::ZERO,
             ..ConsistencyConfig::default()
         };
-        let mut w = Causal::new(&config, "app");
+        let mut w = Causal::new(&config, "app", "db");
         w.wrote(0, &vars, &registry);
         assert_eq!(w.requirement(&vars, &registry), Requirement::None);
+    }
+
+    #[test]
+    fn a_users_lag_limit_wins_over_its_databases() {
+        let mut config = ConsistencyConfig::default();
+        config
+            .user_max_lag
+            .insert("reporting".into(), Duration::from_secs(60).into());
+        config
+            .database_max_lag
+            .insert("billing".into(), Duration::from_millis(200).into());
+        let limit = |user, db| Causal::new(&config, user, db).max_lag;
+        assert_eq!(limit("reporting", "billing"), Some(Duration::from_secs(60)));
+        assert_eq!(limit("app", "billing"), Some(Duration::from_millis(200)));
+        assert_eq!(limit("app", "other"), None);
     }
 
     #[test]
@@ -198,9 +218,9 @@ mod tests {
             scope: CausalScope::User,
             ..ConsistencyConfig::default()
         };
-        let mut a = Causal::new(&config, "app");
-        let b = Causal::new(&config, "app");
-        let other = Causal::new(&config, "someone");
+        let mut a = Causal::new(&config, "app", "db");
+        let b = Causal::new(&config, "app", "db");
+        let other = Causal::new(&config, "someone", "db");
         a.wrote(99, &vars, &registry);
         assert_eq!(b.requirement(&vars, &registry), Requirement::Replayed(99));
         assert_eq!(other.requirement(&vars, &registry), Requirement::None);

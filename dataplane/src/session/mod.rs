@@ -281,7 +281,7 @@ async fn login(
         reads,
         default_route,
         session_key,
-        causal: consistency::Causal::new(&config.consistency, &user),
+        causal: consistency::Causal::new(&config.consistency, &user, &database),
         last_decision: Decision::primary(Reason::Write),
         probe: None,
         probe_quiet_until: None,
@@ -533,7 +533,7 @@ impl Session {
         self.probe = None;
         let proxy = &self.proxy;
         let config = &proxy.config().consistency;
-        let max_lag = decision.max_lag.or(self.causal.user_max_lag);
+        let max_lag = decision.max_lag.or(self.causal.max_lag);
         let deadline = Instant::now() + config.wait_timeout;
         loop {
             let need = self.causal.requirement(&self.vars, proxy.causal());
