@@ -41,6 +41,7 @@ pub struct Config {
     pub pool: PoolConfig,
     pub routing: RoutingConfig,
     pub consistency: ConsistencyConfig,
+    pub timeouts: TimeoutsConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
 }
@@ -368,6 +369,56 @@ impl Default for ConsistencyConfig {
             user_max_lag: Default::default(),
             database_max_lag: Default::default(),
         }
+    }
+}
+
+/// Server-side timeouts pgroute sets for each client session.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionTimeouts {
+    /// PostgreSQL's `statement_timeout` for the client's statements: over it, SQLSTATE 57014.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<std::time::Duration>,
+    /// PostgreSQL's `idle_in_transaction_session_timeout`: a client idle inside a transaction this long
+    /// is ended (FATAL 25P03), so it cannot hold a pooled connection and its locks forever.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub idle_transaction_timeout: Option<std::time::Duration>,
+}
+
+impl SessionTimeouts {
+    /// `self`, with what it leaves unset taken from `fallback`.
+    pub fn or(self, fallback: SessionTimeouts) -> SessionTimeouts {
+        SessionTimeouts {
+            statement_timeout: self.statement_timeout.or(fallback.statement_timeout),
+            idle_transaction_timeout: self
+                .idle_transaction_timeout
+                .or(fallback.idle_transaction_timeout),
+        }
+    }
+}
+
+/// Timeouts set on the server for each client, as if the client had sent the `SET` itself: replayed
+/// with its other settings on whichever backend connection it lands on, so they never leak to another
+/// client. A client's own `SET` (or startup option) wins.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// For every client. Default none (the server's own settings).
+    #[serde(flatten)]
+    pub default: SessionTimeouts,
+    /// Per user, over the database's and the default, e.g.
+    /// `{ reporting = { statement_timeout = "5m" } }`. Default none.
+    pub users: std::collections::BTreeMap<String, SessionTimeouts>,
+    /// Per database, over the default. Default none.
+    pub databases: std::collections::BTreeMap<String, SessionTimeouts>,
+}
+
+impl TimeoutsConfig {
+    /// What applies to `user` in `database`.
+    pub fn for_session(&self, user: &str, database: &str) -> SessionTimeouts {
+        let user = self.users.get(user).copied().unwrap_or_default();
+        let db = self.databases.get(database).copied().unwrap_or_default();
+        user.or(db).or(self.default)
     }
 }
 

@@ -27,6 +27,8 @@ fn example_documents_every_key_with_its_default() {
     full.auth.file = Some("userlist.txt".into());
     full.auth.user = Some("pgroute_auth".into());
     full.auth.dbname = Some("postgres".into());
+    full.timeouts.default.statement_timeout = Some(Duration::from_secs(30));
+    full.timeouts.default.idle_transaction_timeout = Some(Duration::from_secs(60));
     full.tls.cert_file = Some("server.crt".into());
     full.tls.key_file = Some("server.key".into());
     full.tls.server_ca_file = Some("ca.crt".into());
@@ -152,4 +154,31 @@ fn replicas_take_an_address_or_an_address_and_weight() {
     .expect("parses");
     let err = bad.validate().expect_err("bad regex");
     assert!(err.to_string().contains("routing.rules[0]"), "{err}");
+}
+
+#[test]
+fn session_timeouts_layer_user_over_database_over_default() {
+    let cfg = Config::parse(
+        "[timeouts]\nstatement_timeout = \"30s\"\nusers = { reporting = { statement_timeout = \"5m\" } }\n\
+         databases = { billing = { statement_timeout = \"2s\", idle_transaction_timeout = \"10s\" } }\n",
+    )
+    .expect("parses");
+    let t = |u, d| cfg.timeouts.for_session(u, d);
+    assert_eq!(
+        t("app", "app").statement_timeout,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        t("app", "billing").statement_timeout,
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(
+        t("reporting", "billing").statement_timeout,
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        t("reporting", "billing").idle_transaction_timeout,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(t("app", "app").idle_transaction_timeout, None);
 }

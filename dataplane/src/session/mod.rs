@@ -169,7 +169,7 @@ async fn login(
     }) {
         return Err(SessionError::Replication);
     }
-    let vars =
+    let mut vars =
         SessionVars::from_startup(params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(SessionError::StartupParameter)?;
     let user = params
@@ -211,6 +211,18 @@ async fn login(
         }
     }
     let login_slots = proxy.admit_login(&user, &database)?;
+    let timeouts = config.timeouts.for_session(&user, &database);
+    for (name, value) in [
+        ("statement_timeout", timeouts.statement_timeout),
+        (
+            "idle_in_transaction_session_timeout",
+            timeouts.idle_transaction_timeout,
+        ),
+    ] {
+        if let Some(v) = value {
+            vars.set_default(name, &format!("{}ms", v.as_millis()));
+        }
+    }
     let routing = &config.routing;
     let default_route = match routing.users.get(&user) {
         Some(d) if *d != DefaultRoute::Auto => *d,

@@ -52,6 +52,13 @@ impl SessionVars {
         self.set(key, stmt);
     }
 
+    /// Sets `name` unless the client already set it (a default the proxy applies for the client).
+    pub fn set_default(&mut self, name: &str, value: &str) {
+        if self.get(&name.to_ascii_lowercase()).is_none() {
+            self.set_value(name, value);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

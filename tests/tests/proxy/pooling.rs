@@ -1,6 +1,7 @@
 //! Pooling semantics: what a client's session state does (and does not do) to other clients.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use pgroute_tests::raw::{tags, RawClient};
 use pgroute_tests::{PoolMode, Stack};
@@ -317,5 +318,49 @@ async fn per_user_and_per_database_client_limits() -> anyhow::Result<()> {
             Err(e) => return Err(e.context("no place freed after a client left")),
         }
     }
+    Ok(())
+}
+
+/// `[timeouts]`: pgroute sets `statement_timeout` / `idle_in_transaction_session_timeout` for each client
+/// as if it had sent the SET, so the value follows the client across backend connections and never
+/// reaches another client; a client's own setting wins.
+#[tokio::test]
+async fn session_timeouts_are_set_per_client_and_never_leak() -> anyhow::Result<()> {
+    let stack = Stack::start(0, |c| {
+        c.pool.pool_size = std::num::NonZeroU32::new(1).expect("non-zero");
+        c.timeouts.default.statement_timeout = Some(Duration::from_millis(500));
+    })
+    .await?;
+    let a = stack.connect().await?;
+    assert_eq!(show(&a, "statement_timeout").await?, "500ms");
+    let err = a
+        .simple_query("SELECT pg_sleep(2)")
+        .await
+        .expect_err("over the statement timeout");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    // A client's own value wins, on the same (only) backend connection...
+    let b = stack
+        .connect_with("options='-c statement_timeout=0'")
+        .await?;
+    assert_eq!(show(&b, "statement_timeout").await?, "0");
+    b.simple_query("SELECT pg_sleep(0.7)").await?;
+    // ...and does not leak back.
+    assert_eq!(show(&a, "statement_timeout").await?, "500ms");
+
+    // Idle inside a transaction past the limit: the server ends that session, and only that one.
+    let idle = pgroute_tests::start_proxy(stack.cluster.primary().addr(), |c| {
+        c.timeouts.default.idle_transaction_timeout = Some(Duration::from_millis(300));
+    })
+    .await?;
+    let c = pgroute_tests::connect(idle.addr).await?;
+    c.batch_execute("BEGIN").await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let err = c.simple_query("SELECT 1").await.expect_err("session ended");
+    assert!(
+        err.code() == Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT) || c.is_closed(),
+        "{err:?}"
+    );
+    let fresh = pgroute_tests::connect(idle.addr).await?;
+    fresh.simple_query("SELECT 1").await?;
     Ok(())
 }
