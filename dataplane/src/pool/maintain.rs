@@ -1,5 +1,6 @@
-//! Background upkeep of one pool: close connections idle past `server_idle_timeout`, and keep `min_idle`
-//! connections open. Runs on a timer, not on the request path, so a checkout never waits for it.
+//! Background upkeep of one pool: close connections idle past `server_idle_timeout` or found dead while
+//! idle (one non-blocking read each, no round trip, so no thundering herd of validation queries), and
+//! keep `min_idle` connections open. Runs on a timer, not on the request path, so a checkout never waits for it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
@@ -32,6 +33,13 @@ fn close_idle(pool: &Pool) {
     // Oldest are at the front (LIFO stack); keep the `min` most recently used.
     let mut keep = idle.len();
     idle.retain(|c| {
+        // A connection the server closed (or sent something unprompted on) is dead whatever `min_idle`
+        // says: dropped here, while idle, rather than met by the next client (`fill_min_idle` below
+        // replaces it).
+        if !c.looks_alive() {
+            keep -= 1;
+            return false;
+        }
         let stale = c.idle_for() >= pool.config.server_idle_timeout
             || c.expired(pool.config.server_lifetime);
         if stale && keep > min {

@@ -198,3 +198,34 @@ async fn connections_past_server_lifetime_are_replaced() -> anyhow::Result<()> {
     assert_eq!(open(&pool), 1);
     Ok(())
 }
+
+/// Idle connections are validated while idle: backends terminated from outside are noticed and replaced
+/// by the upkeep (here up to `min_idle`) before any client needs them.
+#[tokio::test]
+async fn dead_idle_connections_are_replaced_while_idle() -> anyhow::Result<()> {
+    let stack = Stack::start(0, |c| c.pool.min_idle = 2).await?;
+    let direct = stack.connect_direct().await?;
+    let client = timeout(HANG, stack.connect()).await??;
+    backend_pid(&client).await?;
+    let pool = the_pool(&stack)?;
+    let first = wait_for_backends(&direct, Duration::from_secs(3), "two backends", |p| {
+        p.len() == 2
+    })
+    .await?;
+    direct
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .await?;
+    let second = wait_for_backends(&direct, Duration::from_secs(5), "two new backends", |p| {
+        p.len() == 2 && p.is_disjoint(&first)
+    })
+    .await?;
+    assert_eq!(open(&pool), 2);
+    assert_eq!(pool.stats().connects.load(Ordering::Relaxed), 4);
+    // The client, which never touched the dead ones, lands on a live one.
+    let pid = backend_pid(&client).await?;
+    assert!(second.contains(&pid));
+    Ok(())
+}
