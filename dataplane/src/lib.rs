@@ -14,6 +14,7 @@ pub mod limits;
 pub mod listener;
 pub mod pool;
 pub mod proxy;
+mod quoting;
 pub mod router;
 pub mod session;
 pub mod stream;

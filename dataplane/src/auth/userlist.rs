@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::{ScramVerifier, Secret};
+use crate::quoting::double_quoted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserListError {
@@ -28,9 +29,9 @@ pub(super) fn parse(text: &str) -> Result<HashMap<String, Secret>, UserListError
             line: i + 1,
             problem,
         };
-        let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\""))?;
-        let (secret, _) =
-            quoted(rest.trim_start()).ok_or_else(|| err("expected \"password\" after the user"))?;
+        let (user, rest) = double_quoted(line).ok_or_else(|| err("expected \"user\""))?;
+        let (secret, _) = double_quoted(rest.trim_start())
+            .ok_or_else(|| err("expected \"password\" after the user"))?;
         users.insert(user, classify(&secret));
     }
     Ok(users)
@@ -49,24 +50,6 @@ pub(super) fn classify(secret: &str) -> Secret {
     } else {
         Secret::Plain(secret.to_owned())
     }
-}
-
-/// Reads one double-quoted token, returning it and the rest of the line.
-fn quoted(s: &str) -> Option<(String, &str)> {
-    let mut chars = s.strip_prefix('"')?.char_indices().peekable();
-    let mut out = String::new();
-    while let Some((i, c)) = chars.next() {
-        if c == '"' {
-            if matches!(chars.peek(), Some((_, '"'))) {
-                out.push('"');
-                chars.next();
-                continue;
-            }
-            return Some((out, &s[i + 2..]));
-        }
-        out.push(c);
-    }
-    None
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::quoting::double_quoted;
+
 /// A client's `PREPARE`, ready to be prepared on any backend connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SqlStatement {
@@ -94,21 +96,8 @@ fn keyword<'a>(s: &'a str, word: &str) -> Option<&'a str> {
 
 /// An identifier at the start of `s`: quoted as written, unquoted folded to lower case.
 fn name(s: &str) -> Option<(String, &str)> {
-    if let Some(q) = s.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = q.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c == '"' {
-                if matches!(chars.peek(), Some((_, '"'))) {
-                    out.push('"');
-                    chars.next();
-                    continue;
-                }
-                return (!out.is_empty()).then(|| (out, &q[i + 1..]));
-            }
-            out.push(c);
-        }
-        return None;
+    if s.starts_with('"') {
+        return double_quoted(s).filter(|(name, _)| !name.is_empty());
     }
     let end = s
         .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
