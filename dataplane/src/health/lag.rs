@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::config::BackendAddr;
 use crate::pool::{connect, PoolKey, ServerConn};
 use crate::proxy::Proxy;
-use crate::topology::{parse_lsn, LagLimits, Lsn, Measurement};
+use crate::topology::{LagLimits, Lsn, Measurement};
 
 /// Primary positions remembered: enough for lag far beyond any sane threshold at a 1 s interval.
 const HISTORY: usize = 3_600;
@@ -147,12 +147,8 @@ async fn query_lsn(
         }
     }
     let c = conn.as_mut()?;
-    match c.query_rows(sql, &[]).await {
-        Ok(rows) => {
-            let lsn = rows
-                .first()
-                .and_then(|r| r.first().cloned().flatten())
-                .and_then(|t| parse_lsn(&t));
+    match c.query_lsn(sql).await {
+        Ok(lsn) => {
             if lsn.is_none() {
                 tracing::warn!(%backend, "lag monitor: no WAL position (is this server a replica of the primary?)");
             }

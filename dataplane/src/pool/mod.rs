@@ -332,7 +332,8 @@ impl Pools {
         }
     }
 
-    /// How pools log in, for connections the proxy makes for itself outside any pool (the lag monitor).
+    /// How pools log in: used for every pool, and for connections the proxy makes outside any pool (the
+    /// lag monitor).
     pub fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             keyring: self.keyring.clone(),
@@ -355,11 +356,7 @@ impl Pools {
         if let Some(p) = pools.get(key) {
             return p.clone();
         }
-        let connect = ConnectOptions {
-            keyring: self.keyring.clone(),
-            max_message_size: self.max_message_size,
-            tls: self.tls.clone(),
-        };
+        let connect = self.connect_options();
         let valid = {
             let mut valid = self
                 .valid

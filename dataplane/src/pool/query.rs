@@ -1,4 +1,4 @@
-//! Queries the proxy runs for itself on a pooled backend connection (`auth_query` today): one
+//! Queries the proxy runs for itself on a backend connection (`auth_query`, WAL positions): one
 //! parameterised statement over the extended protocol, parameters bound as text, never spliced into
 //! the SQL, so a user name can never change what the statement does.
 
@@ -8,6 +8,7 @@ use pgroute_protocol::frontend;
 use tokio::io::AsyncWriteExt;
 
 use super::{read_frame, ConnectError, ServerConn};
+use crate::topology::{parse_lsn, Lsn};
 
 /// Most rows kept from one internal query; the rest are read and dropped, so a query that returns the
 /// whole table cannot grow memory.
@@ -40,6 +41,17 @@ impl QueryError {
 pub type Row = Vec<Option<String>>;
 
 impl ServerConn {
+    /// Runs `sql`, whose first column is a WAL position as text (`pg_current_wal_lsn()::text` and the
+    /// like), and reads it; `None` for NULL (e.g. the replay position of a server not in recovery).
+    pub async fn query_lsn(&mut self, sql: &str) -> Result<Option<Lsn>, QueryError> {
+        let rows = self.query_rows(sql, &[]).await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .and_then(|text| parse_lsn(&text)))
+    }
+
     /// Runs `sql` with `params` ($1, $2, …, as text) outside any transaction and returns the first
     /// rows. On `Ok` and on [`QueryError::Server`] the connection is idle again.
     pub async fn query_rows(

@@ -615,17 +615,14 @@ impl Session {
             return Ok(());
         }
         let lsn = if self.causal.needs_lsn() {
-            let rows = server
+            server
                 .conn()
-                .query_rows("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .query_lsn("SELECT pg_current_wal_insert_lsn()::text")
                 .await
                 .map_err(|e| SessionError::ServerLost {
                     backend: self.primary.key().backend.to_string(),
                     reason: e.to_string(),
-                })?;
-            rows.first()
-                .and_then(|r| r.first().cloned().flatten())
-                .and_then(|t| crate::topology::parse_lsn(&t))
+                })?
                 .unwrap_or(u64::MAX)
         } else {
             0
@@ -688,12 +685,10 @@ impl Session {
     ) -> Result<PooledConn, SessionError> {
         let replayed = server
             .conn()
-            .query_rows("SELECT pg_last_wal_replay_lsn()::text", &[])
+            .query_lsn("SELECT pg_last_wal_replay_lsn()::text")
             .await
             .ok()
-            .and_then(|rows| rows.into_iter().next())
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|t| crate::topology::parse_lsn(&t));
+            .flatten();
         let counters = self.proxy.router().counters();
         if let Some(replayed) = replayed {
             state.saw_replay(replayed);
