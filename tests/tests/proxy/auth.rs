@@ -13,6 +13,25 @@ fn auth_file(name: &str, contents: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// A stack whose proxy checks clients with `auth_type` against a new auth file `name` holding
+/// `contents` (`tweak` sets the rest); returns the file too, for the caller to remove.
+async fn stack_with_auth_file(
+    name: &str,
+    contents: &str,
+    auth_type: AuthType,
+    tweak: impl FnOnce(&mut pgroute::Config) + Send + 'static,
+) -> anyhow::Result<(Stack, std::path::PathBuf)> {
+    let path = auth_file(name, contents)?;
+    let file = path.clone();
+    let stack = Stack::start(0, move |c| {
+        c.auth.auth_type = auth_type;
+        c.auth.file = Some(file);
+        tweak(c);
+    })
+    .await?;
+    Ok((stack, path))
+}
+
 async fn login(
     stack: &Stack,
     user: &str,
@@ -61,13 +80,7 @@ async fn scram_and_md5_clients_are_checked_against_the_auth_file() -> anyhow::Re
             "md5-secret",
         ),
     ] {
-        let path = auth_file(name, &contents)?;
-        let file = path.clone();
-        let stack = Stack::start(0, move |c| {
-            c.auth.auth_type = auth_type;
-            c.auth.file = Some(file);
-        })
-        .await?;
+        let (stack, path) = stack_with_auth_file(name, &contents, auth_type, |_| {}).await?;
         let client = login(&stack, "postgres", good).await?;
         assert_eq!(
             client.query_one("select 1", &[]).await?.get::<_, i32>(0),
@@ -99,15 +112,12 @@ async fn scram_and_md5_clients_are_checked_against_the_auth_file() -> anyhow::Re
 /// plain password from the auth file, and clients never need to know the backend's method.
 #[tokio::test]
 async fn backend_password_auth_uses_the_auth_file() -> anyhow::Result<()> {
-    let path = auth_file(
+    let (stack, path) = stack_with_auth_file(
         "backend",
         "\"app_scram\" \"s-pw\"\n\"app_md5\" \"m-pw\"\n\"postgres\" \"x\"\n",
-    )?;
-    let file = path.clone();
-    let stack = Stack::start(0, move |c| {
-        c.auth.auth_type = AuthType::ScramSha256;
-        c.auth.file = Some(file);
-    })
+        AuthType::ScramSha256,
+        |_| {},
+    )
     .await?;
     let direct = stack.connect_direct().await?;
     direct
@@ -159,15 +169,12 @@ async fn auth_query_stack(
     name: &str,
     auth_type: AuthType,
 ) -> anyhow::Result<(Stack, std::path::PathBuf)> {
-    let path = auth_file(name, "\"pgroute_auth\" \"auth-pw\"\n")?;
-    let file = path.clone();
-    let stack = Stack::start(0, move |c| {
-        c.auth.auth_type = auth_type;
-        c.auth.file = Some(file);
-        c.auth.user = Some("pgroute_auth".into());
-        c.auth.query = "SELECT uname, phash FROM public.user_lookup($1)".into();
-    })
-    .await?;
+    let (stack, path) =
+        stack_with_auth_file(name, "\"pgroute_auth\" \"auth-pw\"\n", auth_type, |c| {
+            c.auth.user = Some("pgroute_auth".into());
+            c.auth.query = "SELECT uname, phash FROM public.user_lookup($1)".into();
+        })
+        .await?;
     stack
         .connect_direct()
         .await?
@@ -334,13 +341,8 @@ async fn auth_query_md5_user_logs_in_with_the_hash_alone() -> anyhow::Result<()>
 /// pgroute the keys to log in to the SCRAM backend, so no plain password is stored anywhere.
 #[tokio::test]
 async fn auth_file_scram_verifier_is_enough_to_log_in_to_the_backend() -> anyhow::Result<()> {
-    let path = auth_file("verifier-only", "")?;
-    let file = path.clone();
-    let stack = Stack::start(0, move |c| {
-        c.auth.auth_type = AuthType::ScramSha256;
-        c.auth.file = Some(file);
-    })
-    .await?;
+    let (stack, path) =
+        stack_with_auth_file("verifier-only", "", AuthType::ScramSha256, |_| {}).await?;
     let direct = stack.connect_direct().await?;
     direct
         .batch_execute(
