@@ -146,3 +146,10 @@ fn decisions_are_cached_by_text() {
     c.classify("SELECT * FROM t WHERE a IN (1, 2)");
     assert_eq!(c.cached(), 1);
 }
+
+#[test]
+fn reason_index_is_its_place_in_all() {
+    for (i, r) in Reason::ALL.iter().enumerate() {
+        assert_eq!(r.index(), i, "{r:?}");
+    }
+}
