@@ -80,6 +80,9 @@ impl Running {
             addr: listen,
             source,
         })?;
+        if proxy.config().health.checks {
+            health::check::spawn(Arc::downgrade(&proxy));
+        }
         if proxy.config().consistency.monitor && !proxy.replicas().is_empty() {
             health::lag::spawn(Arc::downgrade(&proxy));
         }

@@ -72,7 +72,7 @@ async fn run(config: pgroute::Config) -> ExitCode {
             });
         }
     };
-    tracing::info!(listen = %running.addr, primary = %running.proxy.primary(), "pgroute ready");
+    tracing::info!(listen = %running.addr, primary = %running.proxy.primary().address(), "pgroute ready");
     wait_for_shutdown(&running.proxy).await;
     let proxy = running.proxy.clone();
     running.stop().await;

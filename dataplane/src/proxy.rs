@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::auth::Users;
 use crate::config::{BackendAddr, Config, ConfigError};
+use crate::health::Backends;
 use crate::limits::{NamedCounts, NamedSlot};
 use crate::pool::Pools;
 use crate::session::{CancelRegistry, SessionError};
@@ -15,7 +16,10 @@ use crate::session::{CancelRegistry, SessionError};
 #[derive(Debug)]
 pub struct Proxy {
     config: Arc<Config>,
-    primary: BackendAddr,
+    /// Where writes go; moves on failover.
+    primary: crate::topology::Primary,
+    /// Health and circuit breaker of every backend.
+    backends: Arc<Backends>,
     pools: Pools,
     users: Users,
     classifier: crate::classify::Classifier,
@@ -77,16 +81,23 @@ impl Proxy {
                 problem: "required".into(),
             })?;
         let tls = crate::tls::acceptor(&config.tls)?;
+        let backends = Arc::new(Backends::new(
+            config.health.clone(),
+            std::iter::once(primary.clone())
+                .chain(config.backends.replicas.iter().map(|r| r.address.clone())),
+        ));
         let cancels = CancelRegistry::new(config.server.max_cancels_per_second);
         let pools = Pools::new(
             config.pool.clone(),
             config.server.max_message_size,
             users.keyring().clone(),
             crate::tls::backend(&config.tls)?,
+            backends.clone(),
         );
         Ok(Arc::new(Proxy {
             config: Arc::new(config),
-            primary,
+            primary: crate::topology::Primary::new(primary),
+            backends,
             pools,
             users,
             classifier,
@@ -105,8 +116,30 @@ impl Proxy {
         &self.config
     }
 
-    pub fn primary(&self) -> &BackendAddr {
+    /// The primary right now (it moves on failover).
+    pub fn primary(&self) -> &crate::topology::Primary {
         &self.primary
+    }
+
+    /// Health and circuit breaker of every backend.
+    pub fn backends(&self) -> &Arc<Backends> {
+        &self.backends
+    }
+
+    /// Makes `next` the primary: transactions running on the old one are ended (never replayed: the
+    /// client gets an error and decides), its connections are closed, and sessions move to `next`
+    /// before their next transaction. Health checks call it in standalone mode; the control plane
+    /// in managed mode.
+    pub fn follow_primary(&self, next: BackendAddr) {
+        let old = self.primary.address();
+        if !self.primary.set(next.clone()) {
+            self.primary.set_available(true);
+            return;
+        }
+        self.backends.get(&old).end_transactions();
+        self.pools.retire(&old);
+        self.primary.set_available(true);
+        tracing::warn!(old = %old, new = %next, "failover followed: writes now go to the new primary; transactions that were running on the old one were ended");
     }
 
     pub fn pools(&self) -> &Pools {

@@ -8,6 +8,7 @@
 //! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
 
 mod address;
+mod health;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use address::BackendAddr;
+pub use health::{FailoverConfig, HealthConfig};
 
 /// Errors loading or validating configuration. Each names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub health: HealthConfig,
+    pub failover: FailoverConfig,
 }
 
 /// The client-facing side.
@@ -638,6 +642,18 @@ impl Config {
             return Err(invalid(
                 "backends.primary",
                 "required (set it in the file or with --primary HOST:PORT)",
+            ));
+        }
+        if self.health.interval.is_zero() {
+            return Err(invalid("health.interval", "must be more than 0s"));
+        }
+        if self.health.timeout.is_zero() {
+            return Err(invalid("health.timeout", "must be more than 0s"));
+        }
+        if !(0.0..=1.0).contains(&self.health.breaker_failure_rate) {
+            return Err(invalid(
+                "health.breaker_failure_rate",
+                "must be between 0 and 1",
             ));
         }
         if self.pool.min_idle > self.pool.pool_size.get() {

@@ -115,7 +115,7 @@ impl Monitor {
         query_lsn(
             &mut self.primary,
             proxy,
-            proxy.primary(),
+            &proxy.primary().address(),
             "SELECT pg_current_wal_lsn()::text",
         )
         .await

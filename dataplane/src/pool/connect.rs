@@ -76,6 +76,27 @@ pub enum ConnectError {
     TlsName(String),
 }
 
+impl ConnectError {
+    /// Whether the failure says the backend cannot serve (unreachable, hanging, shutting down, starting
+    /// up, out of connections): what its circuit breaker and health checks count. A refused login
+    /// (password, unknown database) or a TLS setup problem says nothing about the server's health.
+    pub fn backend_unavailable(&self) -> bool {
+        match self {
+            ConnectError::Resolve { .. }
+            | ConnectError::NoAddress { .. }
+            | ConnectError::Tcp(_)
+            | ConnectError::Io(_)
+            | ConnectError::Timeout(_)
+            | ConnectError::Closed
+            | ConnectError::Protocol(_) => true,
+            ConnectError::Rejected(fields) => {
+                fields.code.starts_with("57P") || fields.code == "53300"
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Opens and logs in one backend connection within `timeout`.
 pub async fn connect(
     key: &PoolKey,

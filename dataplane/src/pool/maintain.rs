@@ -18,6 +18,9 @@ pub(super) fn spawn(pool: Weak<Pool>) {
         loop {
             tick.tick().await;
             let Some(pool) = pool.upgrade() else { return };
+            if pool.is_closed() {
+                return;
+            }
             close_idle(&pool);
             fill_min_idle(&pool).await;
         }
@@ -54,6 +57,9 @@ fn close_idle(pool: &Pool) {
 }
 
 async fn fill_min_idle(pool: &Pool) {
+    if !pool.health.is_up() {
+        return;
+    }
     while pool.stats.open.load(Ordering::Relaxed) + pool.stats.connecting.load(Ordering::Relaxed)
         < pool.config.min_idle
     {

@@ -13,7 +13,7 @@ mod query;
 mod server;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Keyring;
 use crate::config::{BackendAddr, PoolConfig};
+use crate::health::{BackendHealth, Backends};
 
 pub use crate::stream::ServerStream;
 pub(crate) use connect::read_frame;
@@ -56,6 +57,12 @@ pub enum PoolError {
     },
     #[error("pool for {0} is closed")]
     Closed(String),
+    #[error("backend {backend} is failing (circuit breaker open after {failures} failed attempts); not trying again for {retry_in:?}")]
+    BreakerOpen {
+        backend: BackendAddr,
+        failures: u32,
+        retry_in: Duration,
+    },
 }
 
 /// Counters read by the admin console, metrics and `pgroute demo`. Plain atomics: bumped on the hot path
@@ -97,6 +104,11 @@ pub struct Pool {
     /// (database, user) on every backend (primary and replicas have the same schema): a client Parse of
     /// one of these can be answered without a backend (see `session::prepared`).
     valid_statements: Arc<ValidStatements>,
+    /// The backend's health and circuit breaker, shared with its other pools and the router.
+    health: Arc<BackendHealth>,
+    /// Set when the backend stopped being what this pool was for (the primary moved away): connections
+    /// go back to no one and [`Pools::get`] makes a new pool if the backend is needed again.
+    closed: AtomicBool,
 }
 
 /// Statement names known to prepare, per (database, user).
@@ -112,6 +124,7 @@ impl Pool {
         config: PoolConfig,
         connect: ConnectOptions,
         valid_statements: Arc<ValidStatements>,
+        health: Arc<BackendHealth>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             permits: Arc::new(Semaphore::new(config.pool_size.get() as usize)),
@@ -122,7 +135,27 @@ impl Pool {
             stats: PoolStats::default(),
             server_params: Mutex::new(None),
             valid_statements,
+            health,
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// The backend's health, breaker and end-of-transactions signal.
+    pub fn health(&self) -> &Arc<BackendHealth> {
+        &self.health
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the idle connections (checked-out ones close when returned, if the pool is closed).
+    fn drop_idle(&self) {
+        let dropped = match self.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle).len(),
+            Err(_) => 0,
+        };
+        self.stats.open.fetch_sub(dropped as u32, Ordering::Relaxed);
     }
 
     pub fn key(&self) -> &PoolKey {
@@ -218,6 +251,17 @@ impl Pool {
     }
 
     async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
+        if self.is_closed() {
+            return Err(PoolError::Closed(self.describe()));
+        }
+        self.health
+            .before_connect()
+            .await
+            .map_err(|refused| PoolError::BreakerOpen {
+                backend: self.key.backend.clone(),
+                failures: refused.failures,
+                retry_in: refused.retry_in,
+            })?;
         self.stats.connecting.fetch_add(1, Ordering::Relaxed);
         let conn = Box::pin(connect::connect(
             &self.key,
@@ -226,6 +270,12 @@ impl Pool {
         ))
         .await;
         self.stats.connecting.fetch_sub(1, Ordering::Relaxed);
+        match &conn {
+            Ok(_) => self.health.connected(),
+            Err(e) if e.backend_unavailable() => self.health.connect_failed(),
+            // The server answered: healthy, whatever it thought of this login.
+            Err(_) => self.health.connected(),
+        }
         let conn = conn.map_err(|source| PoolError::Connect {
             backend: self.key.backend.clone(),
             source,
@@ -242,7 +292,7 @@ impl Pool {
 
     fn checkin(&self, mut conn: Box<ServerConn>) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        if conn.expired(self.config.server_lifetime) {
+        if conn.expired(self.config.server_lifetime) || self.is_closed() || !self.health.is_up() {
             self.stats.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
@@ -312,6 +362,7 @@ pub struct Pools {
     tls: Option<crate::tls::BackendTls>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     valid: Mutex<HashMap<(String, String), Arc<ValidStatements>>>,
+    backends: Arc<Backends>,
 }
 
 impl Pools {
@@ -321,6 +372,7 @@ impl Pools {
         max_message_size: usize,
         keyring: Arc<Keyring>,
         tls: Option<crate::tls::BackendTls>,
+        backends: Arc<Backends>,
     ) -> Pools {
         Pools {
             config,
@@ -329,6 +381,7 @@ impl Pools {
             max_message_size,
             pools: Mutex::new(HashMap::new()),
             valid: Mutex::new(HashMap::new()),
+            backends,
         }
     }
 
@@ -353,7 +406,7 @@ impl Pools {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(p) = pools.get(key) {
+        if let Some(p) = pools.get(key).filter(|p| !p.is_closed()) {
             return p.clone();
         }
         let connect = self.connect_options();
@@ -367,10 +420,28 @@ impl Pools {
                 .or_default()
                 .clone()
         };
-        let pool = Pool::new(key.clone(), self.config.clone(), connect, valid);
+        let health = self.backends.get(&key.backend);
+        let pool = Pool::new(key.clone(), self.config.clone(), connect, valid, health);
         maintain::spawn(Arc::downgrade(&pool));
         pools.insert(key.clone(), pool.clone());
         pool
+    }
+
+    /// Closes the idle connections of every pool on `backend` (it was marked down: they are no use).
+    pub fn drop_idle(&self, backend: &BackendAddr) {
+        for pool in self.all().iter().filter(|p| &p.key.backend == backend) {
+            pool.drop_idle();
+        }
+    }
+
+    /// Closes every pool on `backend`: it stopped being the primary. Idle connections close now,
+    /// checked-out ones when returned (their transactions were ended); a later [`Pools::get`] for the
+    /// backend starts a new pool.
+    pub fn retire(&self, backend: &BackendAddr) {
+        for pool in self.all().iter().filter(|p| &p.key.backend == backend) {
+            pool.closed.store(true, Ordering::Release);
+            pool.drop_idle();
+        }
     }
 
     /// Every pool, sorted by key (for reports).

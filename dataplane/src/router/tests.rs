@@ -11,6 +11,10 @@ fn candidates(weights: &[u32]) -> Vec<Candidate> {
         1 << 20,
         Arc::new(Keyring::default()),
         None,
+        Arc::new(crate::health::Backends::new(
+            Default::default(),
+            std::iter::empty(),
+        )),
     );
     weights
         .iter()

@@ -62,6 +62,10 @@ pub enum SessionError {
     NoFreshReplica { read_your_writes: bool },
     #[error("pgroute: this client already has {max} prepared statements (pool.max_client_prepared_statements); deallocate some before preparing more")]
     TooManyStatements { max: usize },
+    #[error("pgroute: no primary to run this transaction: waited {waited:?} (failover.timeout) for the primary to come back or for a new one; last problem: {last}")]
+    NoPrimary { waited: Duration, last: String },
+    #[error("pgroute: no primary to run this transaction, and {max} clients already wait for one (failover.max_waiting)")]
+    NoPrimaryQueueFull { max: u32 },
     #[error(
         "could not restore this client's session settings on the server connection: {message}"
     )]
@@ -101,6 +105,9 @@ impl SessionError {
             SessionError::DuplicateStatement { .. } => ("ERROR", "42P05"),
             SessionError::TooManyStatements { .. } => ("ERROR", "53400"),
             SessionError::NoFreshReplica { .. } => ("ERROR", "55000"),
+            SessionError::NoPrimary { .. } | SessionError::NoPrimaryQueueFull { .. } => {
+                ("ERROR", "57P03")
+            }
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
         };
         Some((severity, code.to_owned()))

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 const WAIT_STEP: Duration = Duration::from_millis(10);
 /// After a read-your-writes probe found the replica behind, how long reads skip probing.
 const PROBE_QUIET: Duration = Duration::from_millis(50);
+/// While waiting for a primary (`failover.timeout`), how often the primary is tried again when nothing
+/// announced a change.
+const FAILOVER_STEP: Duration = Duration::from_millis(100);
 
 use pgroute_protocol::backend::{self, TxStatus};
 use pgroute_protocol::frontend;
@@ -187,7 +190,7 @@ async fn login(
     let secret = match auth_type {
         AuthType::Trust => None,
         _ => users
-            .secret(&user, &database, proxy.pools(), proxy.primary())
+            .secret(&user, &database, proxy.pools(), &proxy.primary().address())
             .await
             .map_err(|source| {
                 tracing::warn!(user, database, error = %crate::error_chain(&source), "auth_query failed");
@@ -246,34 +249,8 @@ async fn login(
         };
         crate::router::hash64(0, key.as_bytes())
     };
-    let pool = proxy.pools().get(&PoolKey {
-        backend: proxy.primary().clone(),
-        database: database.clone(),
-        user: user.clone(),
-    });
-    let mut reads = Vec::new();
-    if routing.read_write_split && !config.backends.replicas.is_empty() {
-        for (replica, state) in config.backends.replicas.iter().zip(proxy.replicas()) {
-            reads.push(Candidate {
-                state: Some(state.clone()),
-                pool: proxy.pools().get(&PoolKey {
-                    backend: replica.address.clone(),
-                    database: database.clone(),
-                    user: user.clone(),
-                }),
-                weight: replica.weight,
-                is_primary: false,
-            });
-        }
-        if routing.primary_reads_weight > 0 {
-            reads.push(Candidate {
-                state: None,
-                pool: pool.clone(),
-                weight: routing.primary_reads_weight,
-                is_primary: true,
-            });
-        }
-    }
+    let primary_generation = proxy.primary().generation();
+    let (pool, reads) = session_pools(proxy, &database, &user);
     let server_params = match pool.server_params() {
         Some(p) => p,
         None => {
@@ -290,6 +267,9 @@ async fn login(
         proxy: proxy.clone(),
         pool: pool.clone(),
         primary: pool,
+        primary_generation,
+        database: database.clone(),
+        user: user.clone(),
         reads,
         default_route,
         session_key,
@@ -306,9 +286,62 @@ async fn login(
         .with_client_limit(config.pool.max_client_prepared_statements),
         cancel,
         held: None,
+        attached_generation: 0,
         _slot: slot,
         _login_slots: login_slots,
     }))
+}
+
+/// A client's pool on the primary, and the places its reads may go: its pools on the replicas (and the
+/// primary with its share of reads). No read places without replicas or with splitting off.
+fn session_pools(proxy: &Proxy, database: &str, user: &str) -> (Arc<Pool>, Vec<Candidate>) {
+    let config = proxy.config();
+    let routing = &config.routing;
+    let key = |backend: &crate::config::BackendAddr| PoolKey {
+        backend: backend.clone(),
+        database: database.to_owned(),
+        user: user.to_owned(),
+    };
+    let pool = proxy.pools().get(&key(&proxy.primary().address()));
+    let mut reads = Vec::new();
+    if routing.read_write_split && !config.backends.replicas.is_empty() {
+        for (replica, state) in config.backends.replicas.iter().zip(proxy.replicas()) {
+            reads.push(Candidate {
+                state: Some(state.clone()),
+                pool: proxy.pools().get(&key(&replica.address)),
+                weight: replica.weight,
+                is_primary: false,
+            });
+        }
+        if routing.primary_reads_weight > 0 {
+            reads.push(Candidate {
+                state: None,
+                pool: pool.clone(),
+                weight: routing.primary_reads_weight,
+                is_primary: true,
+            });
+        }
+    }
+    (pool, reads)
+}
+
+/// Resolves when the client has closed its connection; pending while it is connected (after it first
+/// sees pipelined input it stops looking, since the client is then evidently alive).
+async fn client_gone(client: &ClientConn) {
+    let Some(tcp) = client.stream.tcp() else {
+        return;
+    };
+    let mut probe = [0u8; 1];
+    match tcp.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Whether a read candidate's backend may take reads now (health checks, breaker, role); the
+/// primary's share of reads follows the primary, not the replica rules.
+fn healthy(c: &Candidate) -> bool {
+    c.is_primary || c.pool.health().accepts_reads()
 }
 
 /// Checks out a backend, giving up if the client closes its connection while queued: its statement
@@ -369,6 +402,10 @@ struct Session {
     pool: Arc<Pool>,
     /// This client's pool on the primary.
     primary: Arc<Pool>,
+    /// `Primary::generation` when `primary` and `reads` were made; a change means they are stale.
+    primary_generation: u64,
+    database: String,
+    user: String,
     /// Where reads may go: this client's pools on the replicas (and the primary with its share of
     /// reads). Empty without replicas or with splitting off.
     reads: Vec<Candidate>,
@@ -389,6 +426,9 @@ struct Session {
     cancel: CancelHandle,
     /// Session mode: the connection held for the client's lifetime.
     held: Option<PooledConn>,
+    /// The backend's `gone_generation` when the attached connection was checked out: if it moved, the
+    /// backend was marked down (or retired) since, and the connection must not be used.
+    attached_generation: u64,
     _slot: ClientSlot,
     _login_slots: crate::proxy::LoginSlots,
 }
@@ -451,16 +491,30 @@ impl Session {
             classifier: self.proxy.classifier(),
             default: self.default_route,
         });
-        let end = relay::run(
-            client,
-            conn,
-            &mut self.tracker,
-            &mut self.vars,
-            self.pool.stats(),
-            release_at_rest,
-            gate,
-        )
-        .await;
+        // Health checks marking the backend down, or a failover away from it, end the transaction.
+        let health = self.pool.health().clone();
+        let (gone, _) = health.gone_signal();
+        let gone = gone.notified();
+        let end = if health.gone_generation() != self.attached_generation {
+            Err(RelayError::Server(
+                "the backend was marked down or stopped being the primary".into(),
+            ))
+        } else {
+            tokio::select! {
+                end = relay::run(
+                    client,
+                    conn,
+                    &mut self.tracker,
+                    &mut self.vars,
+                    self.pool.stats(),
+                    release_at_rest,
+                    gate,
+                ) => end,
+                _ = gone => Err(RelayError::Server(
+                    "the backend was marked down by health checks or stopped being the primary".into(),
+                )),
+            }
+        };
         self.cancel.set_target(None);
         if self.tracker.has_confirmed() {
             self.pool
@@ -502,6 +556,7 @@ impl Session {
     /// have replayed the client's last write; with none, `consistency.fallback` decides. Counted by
     /// route and reason.
     async fn choose_pool(&mut self, client: &ClientConn) -> Result<Arc<Pool>, SessionError> {
+        self.refresh_pools();
         if self.reads.is_empty() {
             return Ok(self.primary.clone());
         }
@@ -550,9 +605,10 @@ impl Session {
         loop {
             let need = self.causal.requirement(&self.vars, proxy.causal());
             let usable = |c: &Candidate| {
-                c.state
-                    .as_ref()
-                    .is_none_or(|s| consistency::replica_usable(s, need, max_lag))
+                healthy(c)
+                    && c.state
+                        .as_ref()
+                        .is_none_or(|s| consistency::replica_usable(s, need, max_lag))
             };
             match proxy
                 .router()
@@ -567,9 +623,10 @@ impl Session {
             // Why none: nobody replayed this client's write yet (as far as the monitor saw), or every
             // replica lags.
             let lag_only = |c: &Candidate| {
-                c.state
-                    .as_ref()
-                    .is_some_and(|s| consistency::replica_usable(s, Requirement::None, max_lag))
+                healthy(c)
+                    && c.state
+                        .as_ref()
+                        .is_some_and(|s| consistency::replica_usable(s, Requirement::None, max_lag))
             };
             let caught_up_somewhere = self.reads.iter().any(lag_only);
             let probe_allowed = self.probe_quiet_until.is_none_or(|t| Instant::now() >= t);
@@ -605,6 +662,75 @@ impl Session {
         }
     }
 
+    /// After a failover (or the control plane moving the primary), the pools of this client made for the
+    /// old primary are replaced before the next transaction. One atomic load when nothing changed.
+    fn refresh_pools(&mut self) {
+        let generation = self.proxy.primary().generation();
+        if generation == self.primary_generation {
+            return;
+        }
+        let on_primary = Arc::ptr_eq(&self.pool, &self.primary);
+        let (primary, reads) = session_pools(&self.proxy, &self.database, &self.user);
+        self.primary = primary;
+        self.reads = reads;
+        self.primary_generation = generation;
+        if on_primary {
+            self.pool = self.primary.clone();
+        }
+    }
+
+    /// A connection on the primary. While there is none to be had (it is down, or a failover is under
+    /// way) the client waits up to `failover.timeout`, trying again when the primary moves or every
+    /// `FAILOVER_STEP`; with `failover.timeout = 0s` the first failure is the answer.
+    async fn checkout_primary(&mut self, client: &ClientConn) -> Result<PooledConn, SessionError> {
+        let proxy = self.proxy.clone();
+        let failover = &proxy.config().failover;
+        let primary = proxy.primary();
+        let mut waiting = None;
+        let mut deadline = None;
+        loop {
+            // Registered before looking, so a change between the look and the wait is not missed.
+            let changed = primary.changed().notified();
+            self.refresh_pools();
+            self.pool = self.primary.clone();
+            let problem = if primary.available() || failover.timeout.is_zero() {
+                match checkout_unless_gone(&self.primary, client).await {
+                    Err(SessionError::Pool(
+                        e @ (PoolError::Connect { .. }
+                        | PoolError::BreakerOpen { .. }
+                        | PoolError::Closed(_)),
+                    )) if !failover.timeout.is_zero() => e.to_string(),
+                    other => return other,
+                }
+            } else {
+                format!(
+                    "no backend is a primary (last primary {} is down or in recovery)",
+                    self.primary.key().backend
+                )
+            };
+            if waiting.is_none() {
+                waiting = Some(primary.start_waiting(failover.max_waiting).ok_or(
+                    SessionError::NoPrimaryQueueFull {
+                        max: failover.max_waiting,
+                    },
+                )?);
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + failover.timeout);
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SessionError::NoPrimary {
+                    waited: failover.timeout,
+                    last: problem,
+                });
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(FAILOVER_STEP.min(deadline - now)) => {}
+                _ = client_gone(client) => return Err(SessionError::ClientGone),
+            }
+        }
+    }
+
     /// After a transaction that may have written committed on the primary: where the primary's WAL is
     /// now, so this client's next reads wait for a replica that has replayed it.
     async fn record_write(&mut self, server: &mut PooledConn) -> Result<(), SessionError> {
@@ -634,23 +760,37 @@ impl Session {
     /// The backend connection for the next batch, with this client's session variables applied. A
     /// replica that cannot be reached hands the batch to the primary.
     async fn attach(&mut self, client: &ClientConn) -> Result<PooledConn, SessionError> {
+        let fresh = self.held.is_none();
         let mut server = match self.held.take() {
-            Some(s) => s,
+            Some(s) => {
+                if s.pool().is_closed() || !s.pool().health().is_up() {
+                    let backend = s.pool().key().backend.to_string();
+                    return Err(SessionError::ServerLost {
+                        backend,
+                        reason: "the backend was marked down or stopped being the primary".into(),
+                    });
+                }
+                s
+            }
+            None if Arc::ptr_eq(&self.pool, &self.primary) => self.checkout_primary(client).await?,
             None => match checkout_unless_gone(&self.pool, client).await {
-                Err(SessionError::Pool(PoolError::Connect { backend, source }))
-                    if !Arc::ptr_eq(&self.pool, &self.primary) =>
-                {
-                    tracing::warn!(%backend, error = %crate::error_chain(&source), "replica unreachable; running the batch on the primary");
+                Err(SessionError::Pool(
+                    e @ (PoolError::Connect { .. } | PoolError::BreakerOpen { .. }),
+                )) => {
+                    tracing::warn!(backend = %self.pool.key().backend, error = %crate::error_chain(&e), "replica unreachable; running the batch on the primary");
                     let counters = self.proxy.router().counters();
                     counters.record(Route::Primary, Reason::NoReplica);
                     self.pool = self.primary.clone();
-                    checkout_unless_gone(&self.pool, client).await?
+                    self.checkout_primary(client).await?
                 }
                 other => other?,
             },
         };
         if let Some((lsn, state)) = self.probe.take() {
             server = self.probe_replica(server, lsn, &state, client).await?;
+        }
+        if fresh {
+            self.attached_generation = server.pool().health().gone_generation();
         }
         let conn = server.conn();
         if let Some(sql) = self.vars.sync_sql(&conn.applied) {

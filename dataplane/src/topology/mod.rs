@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::BackendAddr;
 
+mod primary;
+pub use primary::{Primary, WaitSlot};
+
 /// A WAL position (`pg_lsn`) as a number, so positions compare and subtract.
 pub type Lsn = u64;
 

@@ -33,6 +33,8 @@ impl Faulty {
         let fault = FaultProxy::start(stack.cluster.primary().addr()).await?;
         let proxy = pgroute_tests::start_proxy(fault.addr(), |cfg| {
             cfg.pool.server_connect_timeout = Duration::from_secs(1);
+            // These tests check the fail-fast answer; waiting for a primary is `resilience`'s.
+            cfg.failover.timeout = Duration::ZERO;
         })
         .await?;
         Ok(Faulty {
@@ -198,6 +200,7 @@ async fn backend_terminated_mid_transaction() -> anyhow::Result<()> {
 async fn primary_crash_and_restart() -> anyhow::Result<()> {
     let stack = Stack::start(0, |cfg| {
         cfg.pool.server_connect_timeout = Duration::from_secs(1);
+        cfg.failover.timeout = Duration::ZERO;
     })
     .await?;
     let client = stack.connect().await?;
