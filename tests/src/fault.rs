@@ -55,6 +55,9 @@ struct Shared {
     /// Bumped by `reset_all`; every connection task watches it.
     resets: watch::Sender<u64>,
     open: AtomicUsize,
+    /// Connections accepted since start, refused ones included: connection attempts as the backend
+    /// would count them.
+    attempts: AtomicUsize,
 }
 
 impl Shared {
@@ -79,6 +82,7 @@ impl FaultProxy {
             fault: Mutex::new((0, Fault::None)),
             resets,
             open: AtomicUsize::new(0),
+            attempts: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(FaultProxy {
@@ -107,6 +111,11 @@ impl FaultProxy {
         self.shared.resets.send_modify(|n| *n += 1);
     }
 
+    /// Connection attempts since start (refused ones included).
+    pub fn attempts(&self) -> usize {
+        self.shared.attempts.load(Ordering::SeqCst)
+    }
+
     /// Connections open right now (refused ones are never counted).
     pub fn connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
@@ -126,6 +135,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((client, _)) = accepted else { continue };
+                shared.attempts.fetch_add(1, Ordering::SeqCst);
                 let _ = client.set_nodelay(true);
                 if shared.fault().1 == Fault::Refuse {
                     reset_on_close(&client);

@@ -147,7 +147,14 @@ async fn query_lsn(
         }
     }
     let c = conn.as_mut()?;
-    match c.query_lsn(sql).await {
+    // A hung server (stopped process, dead host) must not stall the measurement of the others.
+    let answer = tokio::time::timeout(proxy.pools().connect_timeout(), c.query_lsn(sql)).await;
+    let Ok(answer) = answer else {
+        tracing::warn!(%backend, "lag monitor query got no answer in time");
+        *conn = None;
+        return None;
+    };
+    match answer {
         Ok(lsn) => {
             if lsn.is_none() {
                 tracing::warn!(%backend, "lag monitor: no WAL position (is this server a replica of the primary?)");

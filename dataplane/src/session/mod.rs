@@ -693,7 +693,11 @@ impl Session {
             let changed = primary.changed().notified();
             self.refresh_pools();
             self.pool = self.primary.clone();
-            let problem = if primary.available() || failover.timeout.is_zero() {
+            // A primary that is down is still tried (its breaker paces the attempts), so a restart is
+            // noticed at once; one that is up but in recovery is not (writes would fail there).
+            let try_now =
+                primary.available() || failover.timeout.is_zero() || !self.primary.health().is_up();
+            let problem = if try_now {
                 match checkout_unless_gone(&self.primary, client).await {
                     Err(SessionError::Pool(
                         e @ (PoolError::Connect { .. }

@@ -84,6 +84,48 @@ impl Node {
         runner::run(&mut cmd).map(drop)
     }
 
+    /// Sends `signal` (as `kill` names it: `KILL`, `STOP`, `CONT`) to the postmaster, and with
+    /// `children` to every server process it started first: stopping the postmaster alone leaves open
+    /// sessions running, which is not what a hung host looks like.
+    pub fn signal(&self, signal: &str, children: bool) -> Result<(), ClusterError> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| {
+                ClusterError::io(
+                    format!("signal {signal} to {}", self.name),
+                    std::io::ErrorKind::NotFound.into(),
+                )
+            })?
+            .to_string();
+        if children {
+            // Exit status 1 only means no child matched.
+            let _ = Command::new("pkill")
+                .arg(format!("-{signal}"))
+                .args(["-P", &pid])
+                .status();
+        }
+        runner::run(Command::new("kill").args(["-s", signal, &pid])).map(drop)
+    }
+
+    /// Starts a stopped former primary as a standby of `primary` (`standby.signal` plus
+    /// `primary_conninfo`), the way an HA manager brings an old primary back after a failover. Without
+    /// `pg_rewind` it may not manage to stream from the new timeline, but it runs in recovery, which is
+    /// what clients and pgroute see.
+    pub fn start_as_standby(&self, primary: &Node) -> Result<(), ClusterError> {
+        let signal = self.data_dir.join("standby.signal");
+        std::fs::write(&signal, "")
+            .map_err(|e| ClusterError::io(format!("write {}", signal.display()), e))?;
+        let conf = self.data_dir.join(conf::NODE_CONF);
+        let mut text = conf::node_conf(self.port, self.socket_dir.as_deref());
+        text.push_str(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name={}'\n",
+            primary.port, self.name
+        ));
+        std::fs::write(&conf, text)
+            .map_err(|e| ClusterError::io(format!("write {}", conf.display()), e))?;
+        self.start()
+    }
+
     /// First start: picks a port, writes it to the node's config and starts, retrying on a port race.
     pub(crate) fn start_on_free_port(&mut self) -> Result<(), ClusterError> {
         let mut attempt = 1;

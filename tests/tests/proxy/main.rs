@@ -9,6 +9,7 @@ mod faults;
 mod pool_timers;
 mod pooling;
 mod prepared;
+mod resilience;
 mod routing;
 mod soak;
 mod tls;
