@@ -66,6 +66,8 @@ pub enum SessionError {
         "could not restore this client's session settings on the server connection: {message}"
     )]
     StateReplay { code: String, message: String },
+    #[error(transparent)]
+    ShuttingDown(#[from] crate::ops::ShuttingDown),
 }
 
 impl SessionError {
@@ -102,6 +104,7 @@ impl SessionError {
             SessionError::TooManyStatements { .. } => ("ERROR", "53400"),
             SessionError::NoFreshReplica { .. } => ("ERROR", "55000"),
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
+            SessionError::ShuttingDown(_) => ("FATAL", "57P01"),
         };
         Some((severity, code.to_owned()))
     }
