@@ -12,6 +12,7 @@ pub mod demo;
 pub mod health;
 pub mod limits;
 pub mod listener;
+pub mod ops;
 pub mod pool;
 pub mod proxy;
 mod quoting;
@@ -49,7 +50,8 @@ pub struct Running {
     pub proxy: Arc<Proxy>,
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    /// The listener; it hands back the sessions still running when it stops.
+    task: tokio::task::JoinHandle<tokio::task::JoinSet<()>>,
 }
 
 /// Errors starting a proxy.
@@ -99,6 +101,39 @@ impl Running {
     /// Stops accepting; sessions already running finish on their own.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        if let Ok(mut sessions) = self.task.await {
+            sessions.detach_all();
+        }
+    }
+
+    /// Graceful shutdown (SIGTERM): stops accepting at once (new connections are refused), closes
+    /// clients idle between transactions with SQLSTATE 57P01, lets transactions in flight finish,
+    /// and after `timeout` closes every connection left. Returns how many sessions were cut off at
+    /// the deadline.
+    pub async fn shutdown(self, timeout: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _ = self.shutdown.send(true);
+        let mut sessions = self.task.await.unwrap_or_default();
+        self.proxy.begin_shutdown();
+        tracing::info!(
+            sessions = sessions.len(),
+            in_flight = self.proxy.gate().in_flight(),
+            ?timeout,
+            "shutting down: no new clients; waiting for transactions in flight"
+        );
+        let drained = tokio::time::timeout_at(deadline, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_ok() {
+            return 0;
+        }
+        let cut = sessions.len();
+        tracing::warn!(
+            sessions = cut,
+            "shutdown_timeout reached; closing the connections left"
+        );
+        sessions.shutdown().await;
+        cut
     }
 }

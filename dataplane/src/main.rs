@@ -1,14 +1,11 @@
-//! `pgroute`: parse flags, load config, start the proxy, wait for a signal, drain.
+//! `pgroute`: parse flags, load config, start the proxy, serve signals (reload, pause, resume), drain.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::Parser;
-use pgroute::cli::{Cli, Command};
+use pgroute::cli::{Cli, Command, RunArgs};
 use pgroute::error_chain;
-
-/// How long a shutdown waits for connected clients to leave before exiting anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,7 +27,7 @@ fn main() -> ExitCode {
                 }
             };
             match runtime(config.server.workers.get()) {
-                Ok(rt) => rt.block_on(run(config)),
+                Ok(rt) => rt.block_on(run(config, &cli.run)),
                 Err(code) => code,
             }
         }
@@ -56,7 +53,7 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-async fn run(config: pgroute::Config) -> ExitCode {
+async fn run(config: pgroute::Config, args: &RunArgs) -> ExitCode {
     if config.server.metrics_listen.is_some() {
         eprintln!("pgroute: server.metrics_listen: the metrics endpoint is not built yet (observability issue); remove the setting");
         return ExitCode::from(2);
@@ -73,27 +70,22 @@ async fn run(config: pgroute::Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %running.addr, primary = %running.proxy.primary().address(), "pgroute ready");
-    wait_for_shutdown(&running.proxy).await;
-    let proxy = running.proxy.clone();
-    running.stop().await;
-    tracing::info!(
-        clients = proxy.client_count(),
-        "shutting down: draining clients"
-    );
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while proxy.client_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_shutdown(&running.proxy, args).await;
+    let timeout = running.proxy.config().server.shutdown_timeout;
+    running.shutdown(timeout).await;
+    tracing::info!("pgroute stopped");
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the TLS certificate and the auth file meanwhile (and no
-/// longer kills the process, which is SIGHUP's default).
-async fn wait_for_shutdown(proxy: &pgroute::Proxy) {
+/// Waits for SIGTERM or Ctrl-C. Meanwhile, as in PgBouncer: SIGHUP reloads (the config file, the auth
+/// file and the TLS certificate), SIGUSR1 pauses, SIGUSR2 resumes.
+async fn wait_for_shutdown(proxy: &Arc<pgroute::Proxy>, args: &RunArgs) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
@@ -102,17 +94,42 @@ async fn wait_for_shutdown(proxy: &pgroute::Proxy) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => {
-                match proxy.reload_tls() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = %error_chain(&e), "SIGHUP: TLS reload failed; keeping the current certificate"),
-                }
-                match proxy.reload_users() {
-                    Ok(()) if proxy.config().auth.file.is_some() => tracing::info!("SIGHUP: auth file reloaded"),
-                    Ok(()) => {}
-                    Err(e) => tracing::error!(error = %error_chain(&e), "SIGHUP: auth file reload failed; keeping the current users"),
+            _ = hup.recv() => reload(proxy, args),
+            // Pausing waits for transactions in flight; SIGUSR2 must still be heard meanwhile.
+            _ = usr1.recv() => drop(tokio::spawn({
+                let proxy = proxy.clone();
+                async move { proxy.pause().await }
+            })),
+            _ = usr2.recv() => {
+                if !proxy.resume() {
+                    tracing::info!("SIGUSR2: not paused");
                 }
             }
+        }
+    }
+}
+
+/// SIGHUP: the config file and flags again, applied by [`pgroute::Proxy::reload`].
+fn reload(proxy: &pgroute::Proxy, args: &RunArgs) {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "SIGHUP: configuration not reloaded; keeping the current one");
+            return;
+        }
+    };
+    match proxy.reload(config) {
+        Ok(report) => {
+            for key in &report.needs_restart {
+                tracing::warn!(
+                    key,
+                    "SIGHUP: changed setting needs a restart; keeping its old value"
+                );
+            }
+            tracing::info!(applied = ?report.applied, "SIGHUP: configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "SIGHUP: configuration not reloaded")
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The proxy's shared state: configuration, pools, users, cancel keys and the client count.
+//! The proxy's shared state: configuration, pools, users, cancel keys and the client count, and the
+//! operations on it (pause, resume, reload, shutdown; see `ops`).
 //!
 //! Passed to every session as `Arc<Proxy>`; there is no global state, so tests run many proxies in one
 //! process.
@@ -15,14 +16,16 @@ use crate::session::{CancelRegistry, SessionError};
 
 #[derive(Debug)]
 pub struct Proxy {
-    config: Arc<Config>,
+    /// Swapped whole by [`Proxy::reload`]; sessions read it at login and per use.
+    config: arc_swap::ArcSwap<Config>,
     /// Where writes go; moves on failover.
     primary: crate::topology::Primary,
     /// Health and circuit breaker of every backend.
     backends: Arc<Backends>,
     pools: Pools,
     users: Users,
-    classifier: crate::classify::Classifier,
+    /// Rebuilt and swapped by [`Proxy::reload`] when `[routing]` changes; read once per batch.
+    classifier: arc_swap::ArcSwap<crate::classify::Classifier>,
     router: crate::router::Router,
     /// Lag and eligibility of each replica, in `backends.replicas` order.
     replicas: Vec<Arc<crate::topology::ReplicaState>>,
@@ -35,6 +38,8 @@ pub struct Proxy {
     per_database: Arc<NamedCounts>,
     /// Swapped whole by [`Proxy::reload_tls`]; read once per SSLRequest.
     tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
+    /// PAUSE/RESUME and shutdown: what each new transaction passes.
+    gate: crate::ops::Gate,
 }
 
 /// Errors building a proxy from configuration.
@@ -95,12 +100,12 @@ impl Proxy {
             backends.clone(),
         );
         Ok(Arc::new(Proxy {
-            config: Arc::new(config),
+            config: arc_swap::ArcSwap::from_pointee(config),
             primary: crate::topology::Primary::new(primary),
             backends,
             pools,
             users,
-            classifier,
+            classifier: arc_swap::ArcSwap::from_pointee(classifier),
             router,
             replicas,
             causal: crate::topology::CausalRegistry::default(),
@@ -109,11 +114,13 @@ impl Proxy {
             per_user: Arc::default(),
             per_database: Arc::default(),
             tls: std::sync::RwLock::new(tls),
+            gate: crate::ops::Gate::default(),
         }))
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in effect (a snapshot: a reload swaps in a new one).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
     }
 
     /// The primary right now (it moves on failover).
@@ -147,8 +154,8 @@ impl Proxy {
     }
 
     /// Decides where statements may run.
-    pub fn classifier(&self) -> &crate::classify::Classifier {
-        &self.classifier
+    pub fn classifier(&self) -> Arc<crate::classify::Classifier> {
+        self.classifier.load_full()
     }
 
     /// Picks replicas and counts where transactions went.
@@ -183,7 +190,7 @@ impl Proxy {
     /// Re-reads the TLS certificate and key (SIGHUP). Connections already using TLS keep their
     /// sessions; new handshakes use the new files. On error the old certificate stays in use.
     pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
-        let fresh = crate::tls::acceptor(&self.config.tls)?;
+        let fresh = crate::tls::acceptor(&self.config().tls)?;
         let mut tls = self
             .tls
             .write()
@@ -209,7 +216,7 @@ impl Proxy {
 
     /// Admits one more client under `max_client_conn`, or refuses with SQLSTATE 53300.
     pub fn admit(&self) -> Result<ClientSlot, SessionError> {
-        let max = self.config.server.max_client_conn;
+        let max = self.config().server.max_client_conn;
         let admitted = self
             .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -230,7 +237,8 @@ impl Proxy {
     /// Takes the client's places under the per-user and per-database limits (after authentication,
     /// so the user name is proven), or refuses with SQLSTATE 53300 naming the limit.
     pub fn admit_login(&self, user: &str, database: &str) -> Result<LoginSlots, SessionError> {
-        let server = &self.config.server;
+        let config = self.config();
+        let server = &config.server;
         let user_slot = match server.max_user_client_connections {
             0 => None,
             max => Some(self.per_user.admit(user, max).ok_or_else(|| {
@@ -276,5 +284,82 @@ pub struct ClientSlot {
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Operations: PAUSE/RESUME, RELOAD and the start of shutdown. The signals in `main.rs` and the admin
+/// console call these.
+impl Proxy {
+    /// The transaction gate (pause, resume, shutdown phase, transactions in flight).
+    pub fn gate(&self) -> &crate::ops::Gate {
+        &self.gate
+    }
+
+    /// PAUSE: new transactions wait for [`Proxy::resume`] (no timeout, as in PgBouncer: clients still
+    /// obey their own timeouts); returns once no transaction is in flight. In session mode a client's
+    /// whole session is one transaction here.
+    pub async fn pause(&self) {
+        tracing::info!("pausing: new transactions wait");
+        self.gate.pause().await;
+        tracing::info!("paused: no transaction in flight");
+    }
+
+    /// RESUME: waiting transactions go ahead. `false` if the proxy was not paused.
+    pub fn resume(&self) -> bool {
+        let resumed = self.gate.resume();
+        if resumed {
+            tracing::info!("resumed");
+        }
+        resumed
+    }
+
+    /// Starts shutdown: new transactions and clients idle between transactions are told 57P01 and
+    /// closed; transactions in flight finish. Stopping the listener and the deadline are
+    /// [`crate::Running::shutdown`]'s.
+    pub fn begin_shutdown(&self) {
+        self.gate.shut_down();
+    }
+
+    /// RELOAD: applies `new` without dropping clients, or rejects it as a whole (nothing changes). Keys
+    /// that need a restart keep their old value and are listed in the report; the auth file and the
+    /// TLS certificate are re-read too. Pool sizes and timings change on existing pools, routing for
+    /// the next batch, everything read at login (timeouts, routing defaults, limits) for new logins.
+    pub fn reload(&self, new: Config) -> Result<crate::ops::ReloadReport, crate::ops::ReloadError> {
+        use crate::ops::ReloadError;
+        new.validate().map_err(ReloadError::Invalid)?;
+        let old = self.config();
+        let (config, report) = crate::ops::plan(&old, new)?;
+        // Everything that can fail comes first, so a failure leaves the proxy as it was.
+        let classifier = match config.routing != old.routing {
+            true => Some(
+                crate::classify::Classifier::new(&config.routing).map_err(|e| {
+                    ReloadError::Apply {
+                        key: "routing.rules",
+                        source: Box::new(e),
+                    }
+                })?,
+            ),
+            false => None,
+        };
+        let tls = crate::tls::acceptor(&config.tls).map_err(|e| ReloadError::Apply {
+            key: "tls",
+            source: Box::new(e),
+        })?;
+        self.users.reload().map_err(|e| ReloadError::Apply {
+            key: "auth.file",
+            source: Box::new(e),
+        })?;
+        if let Some(c) = classifier {
+            self.classifier.store(Arc::new(c));
+        }
+        if config.pool != old.pool {
+            self.pools.reconfigure(config.pool.clone());
+        }
+        *self
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+        self.config.store(Arc::new(config));
+        Ok(report)
     }
 }

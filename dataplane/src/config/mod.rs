@@ -1,8 +1,8 @@
 //! pgroute's configuration: one serde tree, the single source of defaults.
 //!
-//! Every field documents its default, its unit, and whether a reload will apply it ("reloadable") or
-//! it needs a restart. Full reload is not built yet: today SIGHUP reloads only the TLS certificate
-//! and key, every other change needs a restart, and the marks say what reload will do once it lands.
+//! Every field documents its default, its unit, and whether a reload (SIGHUP, `Proxy::reload`) applies
+//! it or it needs a restart; the keys that need a restart are listed once, in `ops::RESTART_ONLY`, and
+//! everything else applies (see `Proxy::reload` for when: next checkout, next batch, new logins).
 //! The same model is what the control plane will push to managed sidecars, so it stays plain data:
 //! typed values, no I/O beyond
 //! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
@@ -77,12 +77,17 @@ pub struct ServerConfig {
     /// (unlimited). PgBouncer's name. Reloadable.
     pub max_db_client_connections: u32,
     /// CancelRequests forwarded per second, across all clients; more are dropped (and logged), so a
-    /// flood of cancels cannot become a flood of backend connections. Default 100. Reloadable.
+    /// flood of cancels cannot become a flood of backend connections. Default 100. Restart to change.
     pub max_cancels_per_second: NonZeroU32,
     /// Threads serving clients. Default 1: like PgBouncer, one core relays tens of thousands of
     /// transactions a second, and a sidecar should not compete with its application for CPU; raise it for
     /// very busy pods. Restart to change.
     pub workers: NonZeroUsize,
+    /// On SIGTERM (graceful shutdown): how long transactions in flight may take to finish before every
+    /// connection is closed. Clients idle between transactions are closed at once with SQLSTATE 57P01.
+    /// Default `30s`. Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +103,7 @@ impl Default for ServerConfig {
             max_db_client_connections: 0,
             max_cancels_per_second: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             workers: NonZeroUsize::MIN,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -221,21 +227,21 @@ pub enum DefaultRoute {
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Send reads to replicas. Default true; without replicas everything goes to the primary anyway.
-    /// Restart to change.
+    /// Reloadable (new clients).
     pub read_write_split: bool,
     /// Default `least-connections`. Restart to change.
     pub load_balancing: LoadBalancing,
-    /// Session key for `hash`. Default `user`. Restart to change.
+    /// Session key for `hash`. Default `user`. Reloadable (new clients).
     pub hash_key: HashKey,
     /// The primary's share of reads, as a replica weight. Default 0 (reads only on replicas while any
-    /// is available). Restart to change.
+    /// is available). Reloadable (new clients).
     pub primary_reads_weight: u32,
     /// Functions that keep a SELECT on the primary, added to the built-in list (`nextval`, advisory
-    /// locks, `lo_*` writes…). Default none. Restart to change.
+    /// locks, `lo_*` writes…). Default none. Reloadable.
     pub write_functions: Vec<String>,
     /// Treat functions that are neither built-in reads nor listed writes as writes. Default false (a
     /// user function that writes then fails on the replica with PostgreSQL's read-only error rather than
-    /// sending every report to the primary). Restart to change.
+    /// sending every report to the primary). Reloadable.
     pub unknown_functions_are_writes: bool,
     /// Per-user defaults, e.g. `{ reporting = "replica", migrator = "primary" }`. Default none.
     pub users: std::collections::BTreeMap<String, DefaultRoute>,
@@ -311,14 +317,14 @@ pub enum LagFallback {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsistencyConfig {
-    /// Default `read-your-writes`. Restart to change.
+    /// Default `read-your-writes`. Reloadable (new clients).
     pub mode: ConsistencyMode,
-    /// Default `connection`. Restart to change.
+    /// Default `connection`. Reloadable (new clients).
     pub scope: CausalScope,
     /// For `causal-window`: how long after a write reads stay on the primary. Default `1500ms`.
     #[serde(with = "humantime_serde")]
     pub causal_window: std::time::Duration,
-    /// Default `primary`. Restart to change.
+    /// Default `primary`. Reloadable.
     pub fallback: LagFallback,
     /// For `fallback = wait`. Default `1s`.
     #[serde(with = "humantime_serde")]
@@ -332,14 +338,14 @@ pub struct ConsistencyConfig {
     /// How long a replica must stay under the limits before it takes reads again. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub hysteresis: std::time::Duration,
-    /// How often the lag monitor measures every replica. Default `1s`.
+    /// How often the lag monitor measures every replica. Default `1s`. Restart to change.
     #[serde(with = "humantime_serde")]
     pub lag_check_interval: std::time::Duration,
     /// Measure lag at all. Default true; false treats every replica as current (no thresholds, no
-    /// read-your-writes by WAL position).
+    /// read-your-writes by WAL position). Restart to change.
     pub monitor: bool,
     /// User the lag monitor logs in as (its password comes from the auth file like any user's).
-    /// Default `postgres`. Restart to change.
+    /// Default `postgres`. Reloadable (when the monitor next connects).
     pub monitor_user: String,
     /// Database the lag monitor connects to. Default `postgres`.
     pub monitor_database: String,

@@ -28,7 +28,8 @@ pub(super) fn spawn(pool: Weak<Pool>) {
 }
 
 fn close_idle(pool: &Pool) {
-    let min = pool.config.min_idle as usize;
+    let config = pool.config.load();
+    let min = config.min_idle as usize;
     let Ok(mut idle) = pool.idle.lock() else {
         return;
     };
@@ -43,8 +44,7 @@ fn close_idle(pool: &Pool) {
             keep -= 1;
             return false;
         }
-        let stale = c.idle_for() >= pool.config.server_idle_timeout
-            || c.expired(pool.config.server_lifetime);
+        let stale = c.idle_for() >= config.server_idle_timeout || c.expired(config.server_lifetime);
         if stale && keep > min {
             keep -= 1;
             false
@@ -61,7 +61,7 @@ async fn fill_min_idle(pool: &Pool) {
         return;
     }
     while pool.stats.open.load(Ordering::Relaxed) + pool.stats.connecting.load(Ordering::Relaxed)
-        < pool.config.min_idle
+        < pool.config.load().min_idle
     {
         let Ok(permit) = pool.permits.clone().try_acquire_owned() else {
             return;

@@ -10,6 +10,7 @@
 mod connect;
 mod maintain;
 mod query;
+mod resize;
 mod server;
 
 use std::collections::HashMap;
@@ -90,7 +91,8 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct Pool {
     key: PoolKey,
-    config: PoolConfig,
+    /// Swapped whole by [`Pool::reconfigure`] (RELOAD); read at each use.
+    config: arc_swap::ArcSwap<PoolConfig>,
     connect: ConnectOptions,
     permits: Arc<Semaphore>,
     /// Boxed so checkout and checkin move a pointer, not the whole connection state.
@@ -109,6 +111,8 @@ pub struct Pool {
     /// Set when the backend stopped being what this pool was for (the primary moved away): connections
     /// go back to no one and [`Pools::get`] makes a new pool if the backend is needed again.
     closed: AtomicBool,
+    /// Permits still to be taken out of circulation after the pool shrank.
+    resize: resize::Resize,
 }
 
 /// Statement names known to prepare, per (database, user).
@@ -129,7 +133,7 @@ impl Pool {
         Arc::new(Pool {
             permits: Arc::new(Semaphore::new(config.pool_size.get() as usize)),
             key,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             connect,
             idle: Mutex::new(Vec::new()),
             stats: PoolStats::default(),
@@ -137,6 +141,7 @@ impl Pool {
             valid_statements,
             health,
             closed: AtomicBool::new(false),
+            resize: resize::Resize::default(),
         })
     }
 
@@ -167,7 +172,7 @@ impl Pool {
     }
 
     pub fn size(&self) -> u32 {
-        self.config.pool_size.get()
+        self.config.load().pool_size.get()
     }
 
     /// Idle connections right now.
@@ -222,7 +227,7 @@ impl Pool {
     async fn wait_for_permit(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, PoolError> {
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let waited = tokio::time::timeout(
-            self.config.queue_timeout,
+            self.config.load().queue_timeout,
             self.permits.clone().acquire_owned(),
         )
         .await;
@@ -233,7 +238,7 @@ impl Pool {
             Err(_) => Err(PoolError::QueueTimeout {
                 key: self.describe(),
                 size: self.size(),
-                waited: self.config.queue_timeout,
+                waited: self.config.load().queue_timeout,
             }),
         }
     }
@@ -242,7 +247,7 @@ impl Pool {
     fn pop_idle(&self) -> Option<Box<ServerConn>> {
         loop {
             let conn = self.idle.lock().ok()?.pop()?;
-            if conn.expired(self.config.server_lifetime) || !conn.looks_alive() {
+            if conn.expired(self.config.load().server_lifetime) || !conn.looks_alive() {
                 self.stats.open.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
@@ -266,7 +271,7 @@ impl Pool {
         let conn = Box::pin(connect::connect(
             &self.key,
             &self.connect,
-            self.config.server_connect_timeout,
+            self.config.load().server_connect_timeout,
         ))
         .await;
         self.stats.connecting.fetch_sub(1, Ordering::Relaxed);
@@ -292,7 +297,10 @@ impl Pool {
 
     fn checkin(&self, mut conn: Box<ServerConn>) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        if conn.expired(self.config.server_lifetime) || self.is_closed() || !self.health.is_up() {
+        if conn.expired(self.config.load().server_lifetime)
+            || self.is_closed()
+            || !self.health.is_up()
+        {
             self.stats.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
@@ -356,7 +364,8 @@ impl Drop for PooledConn {
 /// All pools, created on first use.
 #[derive(Debug)]
 pub struct Pools {
-    config: PoolConfig,
+    /// Settings for pools created from now on; swapped by [`Pools::reconfigure`].
+    config: arc_swap::ArcSwap<PoolConfig>,
     keyring: Arc<Keyring>,
     max_message_size: usize,
     tls: Option<crate::tls::BackendTls>,
@@ -375,7 +384,7 @@ impl Pools {
         backends: Arc<Backends>,
     ) -> Pools {
         Pools {
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             keyring,
             tls,
             max_message_size,
@@ -397,7 +406,7 @@ impl Pools {
 
     /// Connect timeout of every pool.
     pub fn connect_timeout(&self) -> Duration {
-        self.config.server_connect_timeout
+        self.config.load().server_connect_timeout
     }
 
     /// The pool for `key`, created (with its maintenance task) on first use.
@@ -421,7 +430,13 @@ impl Pools {
                 .clone()
         };
         let health = self.backends.get(&key.backend);
-        let pool = Pool::new(key.clone(), self.config.clone(), connect, valid, health);
+        let pool = Pool::new(
+            key.clone(),
+            (**self.config.load()).clone(),
+            connect,
+            valid,
+            health,
+        );
         maintain::spawn(Arc::downgrade(&pool));
         pools.insert(key.clone(), pool.clone());
         pool
@@ -441,6 +456,14 @@ impl Pools {
         for pool in self.all().iter().filter(|p| &p.key.backend == backend) {
             pool.closed.store(true, Ordering::Release);
             pool.drop_idle();
+        }
+    }
+
+    /// Applies new settings (RELOAD) to every pool and to the pools created from now on.
+    pub fn reconfigure(&self, config: PoolConfig) {
+        self.config.store(Arc::new(config.clone()));
+        for pool in self.all() {
+            pool.reconfigure(config.clone());
         }
     }
 

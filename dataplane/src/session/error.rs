@@ -70,6 +70,8 @@ pub enum SessionError {
         "could not restore this client's session settings on the server connection: {message}"
     )]
     StateReplay { code: String, message: String },
+    #[error(transparent)]
+    ShuttingDown(#[from] crate::ops::ShuttingDown),
 }
 
 impl SessionError {
@@ -109,6 +111,7 @@ impl SessionError {
                 ("ERROR", "57P03")
             }
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
+            SessionError::ShuttingDown(_) => ("FATAL", "57P01"),
         };
         Some((severity, code.to_owned()))
     }

@@ -70,8 +70,12 @@ pub async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
         // bytes that the socket's readiness cannot show, so it waits inside the step's read instead.
         if conn.client.reader.buffered() == 0 {
             if let ClientStream::Plain(tcp) = &conn.client.stream {
-                if let Err(e) = tcp.readable().await {
-                    break Err(SessionError::ClientIo(e));
+                // Shutdown wakes idle clients too; the step then tells them 57P01.
+                tokio::select! {
+                    r = tcp.readable() => if let Err(e) = r {
+                        break Err(SessionError::ClientIo(e));
+                    },
+                    () = conn.session.proxy.gate().shutting_down() => {}
                 }
             }
         }
@@ -437,7 +441,15 @@ impl Session {
     /// Serves the client's next batch: attach a backend, relay until it is at rest (transaction mode)
     /// or the client leaves, detach. `false` when the client is gone.
     async fn step(&mut self, client: &mut ClientConn) -> Result<bool, SessionError> {
-        let Some(tag) = client.peek_tag().await? else {
+        // Between transactions a shutdown ends the session (57P01); inside one it waits for its end.
+        let tag = tokio::select! {
+            biased;
+            () = self.proxy.gate().shutting_down(), if self.tracker.at_rest() => {
+                return Err(crate::ops::ShuttingDown.into())
+            }
+            tag = client.peek_tag() => tag?,
+        };
+        let Some(tag) = tag else {
             return Ok(false);
         };
         if tag == frontend::TERMINATE {
@@ -463,6 +475,11 @@ impl Session {
                 return Ok(true);
             }
         }
+        // PAUSE holds a new transaction here; the guard counts it as in flight until the step ends.
+        let _in_flight = match self.held.is_none() && self.tracker.at_rest() {
+            true => Some(self.proxy.gate().enter().await?),
+            false => None,
+        };
         if self.held.is_none() && self.tracker.at_rest() {
             match self.choose_pool(client).await {
                 Ok(pool) => self.pool = pool,
@@ -487,8 +504,9 @@ impl Session {
         }));
         let release_at_rest = self.mode == PoolMode::Transaction;
         let on_replica = release_at_rest && !Arc::ptr_eq(&self.pool, &self.primary);
+        let classifier = self.proxy.classifier();
         let gate = on_replica.then(|| route::RouteGate {
-            classifier: self.proxy.classifier(),
+            classifier: &classifier,
             default: self.default_route,
         });
         // Health checks marking the backend down, or a failover away from it, end the transaction.
@@ -569,7 +587,7 @@ impl Session {
                 route::classify_batch(
                     client.reader.buffer(),
                     client.reader.max_message_size(),
-                    self.proxy.classifier(),
+                    &self.proxy.classifier(),
                     &self.tracker,
                 ),
                 self.default_route,
