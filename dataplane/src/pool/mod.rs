@@ -1,7 +1,10 @@
 //! Backend connection pools, one per (backend, database, user).
 //!
 //! The size limit is a FIFO `tokio::sync::Semaphore`, so waiting clients are served in arrival order and
-//! a queue timeout is a plain `tokio::time::timeout`. Idle connections sit in a LIFO stack behind a
+//! a queue timeout is a plain `tokio::time::timeout`. The reserve pool is a second semaphore that a
+//! waiter also races once it has waited `reserve_pool_timeout`. Whether a client may wait at all
+//! (`queue_mode`, `max_waiting`, shedding of low-priority clients) is decided by [`admit`], a pure
+//! function of the configuration and the queue length. Idle connections sit in a LIFO stack behind a
 //! synchronous mutex that is never held across an `.await` (the hot path takes it twice per transaction,
 //! for a push and a pop). A checked-out connection is a [`PooledConn`] guard: returning it is explicit,
 //! and dropping it without returning closes the connection, because a connection whose protocol state is
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Keyring;
-use crate::config::{BackendAddr, PoolConfig};
+use crate::config::{BackendAddr, PoolConfig, QueueMode};
 
 pub use crate::stream::ServerStream;
 pub(crate) use connect::read_frame;
@@ -56,6 +59,72 @@ pub enum PoolError {
     },
     #[error("pool for {0} is closed")]
     Closed(String),
+    #[error("pgroute: no backend connection for {key}: {why}; try again later")]
+    Rejected { key: String, why: Rejection },
+}
+
+/// Why a client was turned away at once instead of queueing. Each names the setting behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("all {size} connections{} are busy and pool.queue_mode is fail-fast (raise pool.pool_size or pool.reserve_pool_size, or set queue_mode = \"queue\" to wait)", reserve_note(*.reserve))]
+    FailFast { size: u32, reserve: u32 },
+    #[error("all {size} connections are busy and {max} clients are already waiting, the limit set by pool.max_waiting")]
+    QueueFull { size: u32, max: u32 },
+    #[error("shed as a low-priority client (pool.low_priority_users / low_priority_application_names): {waiting} clients are already waiting, pool.shed_queue_depth is {depth}")]
+    Shed { waiting: u32, depth: u32 },
+}
+
+fn reserve_note(reserve: u32) -> String {
+    if reserve == 0 {
+        String::new()
+    } else {
+        format!(" and {reserve} reserve connections")
+    }
+}
+
+/// Whose checkout this is: low-priority clients are shed first when a queue grows
+/// (`pool.shed_queue_depth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Priority {
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// A client's priority from who it logged in as (`pool.low_priority_users`) and the
+    /// `application_name` it sent at login (`pool.low_priority_application_names`).
+    pub fn of(config: &PoolConfig, user: &str, application_name: Option<&str>) -> Priority {
+        let low = config.low_priority_users.iter().any(|u| u == user)
+            || application_name
+                .is_some_and(|a| config.low_priority_application_names.iter().any(|n| n == a));
+        if low {
+            Priority::Low
+        } else {
+            Priority::Normal
+        }
+    }
+}
+
+/// Whether a client that found every connection busy may join a queue that `waiting` clients are
+/// already in. Fail-fast is not decided here: it depends on the reserve, which only the pool can try.
+pub fn admit(config: &PoolConfig, waiting: u32, priority: Priority) -> Result<(), Rejection> {
+    if priority == Priority::Low
+        && config.shed_queue_depth > 0
+        && waiting >= config.shed_queue_depth
+    {
+        return Err(Rejection::Shed {
+            waiting,
+            depth: config.shed_queue_depth,
+        });
+    }
+    if config.max_waiting > 0 && waiting >= config.max_waiting {
+        return Err(Rejection::QueueFull {
+            size: config.pool_size.get(),
+            max: config.max_waiting,
+        });
+    }
+    Ok(())
 }
 
 /// Counters read by the admin console, metrics and `pgroute demo`. Plain atomics: bumped on the hot path
@@ -77,6 +146,14 @@ pub struct PoolStats {
     /// Connections being opened right now (counted so `min_idle` upkeep and clients do not both open
     /// the same missing connection).
     pub connecting: AtomicU32,
+    /// Reserve connections (beyond `pool_size`) checked out right now.
+    pub reserve_active: AtomicU32,
+    /// Checkouts served by a reserve connection since start.
+    pub reserve_checkouts: AtomicU64,
+    /// Clients turned away at once by `queue_mode = fail-fast` or `max_waiting`, since start.
+    pub rejected: AtomicU64,
+    /// Low-priority clients shed (`shed_queue_depth`), since start.
+    pub shed: AtomicU64,
 }
 
 /// One pool of backend connections.
@@ -86,6 +163,8 @@ pub struct Pool {
     config: PoolConfig,
     connect: ConnectOptions,
     permits: Arc<Semaphore>,
+    /// `reserve_pool_size` permits, for clients that waited `reserve_pool_timeout`.
+    reserve: Arc<Semaphore>,
     /// Boxed so checkout and checkin move a pointer, not the whole connection state.
     #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConn>>>,
@@ -115,6 +194,7 @@ impl Pool {
     ) -> Arc<Pool> {
         Arc::new(Pool {
             permits: Arc::new(Semaphore::new(config.pool_size.get() as usize)),
+            reserve: Arc::new(Semaphore::new(config.reserve_pool_size as usize)),
             key,
             config,
             connect,
@@ -169,9 +249,29 @@ impl Pool {
 
     /// Waits (FIFO, up to `queue_timeout`) for a slot, then hands out an idle connection or opens one.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => self.wait_for_permit().await?,
+        self.checkout_as(Priority::Normal).await
+    }
+
+    /// [`Pool::checkout`] for a client of this priority: with every connection busy, it may be
+    /// rejected at once (`queue_mode`, `max_waiting`, `shed_queue_depth`) instead of queueing.
+    pub async fn checkout_as(
+        self: &Arc<Self>,
+        priority: Priority,
+    ) -> Result<PooledConn, PoolError> {
+        let (permit, reserve) = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => self.wait_for_permit(priority).await?,
+        };
+        // Counted before anything can fail, so the guard's drop always has something to take back.
+        if reserve {
+            self.stats.reserve_active.fetch_add(1, Ordering::Relaxed);
+            self.stats.reserve_checkouts.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut guard = PooledConn {
+            conn: None,
+            pool: self.clone(),
+            reserve,
+            _permit: permit,
         };
         let conn = match self.pop_idle() {
             Some(conn) => conn,
@@ -179,20 +279,48 @@ impl Pool {
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Ok(PooledConn {
-            conn: Some(conn),
-            pool: self.clone(),
-            _permit: permit,
-        })
+        guard.conn = Some(conn);
+        Ok(guard)
     }
 
-    async fn wait_for_permit(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, PoolError> {
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let waited = tokio::time::timeout(
-            self.config.queue_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await;
+    /// A permit for a client that found the pool full (`true`: from the reserve), or why it may not
+    /// wait for one.
+    async fn wait_for_permit(
+        self: &Arc<Self>,
+        priority: Priority,
+    ) -> Result<(OwnedSemaphorePermit, bool), PoolError> {
+        let rejected = |why| {
+            match why {
+                Rejection::Shed { .. } => self.stats.shed.fetch_add(1, Ordering::Relaxed),
+                _ => self.stats.rejected.fetch_add(1, Ordering::Relaxed),
+            };
+            PoolError::Rejected {
+                key: self.describe(),
+                why,
+            }
+        };
+        if self.config.queue_mode == QueueMode::FailFast {
+            return match self.reserve.clone().try_acquire_owned() {
+                Ok(p) => Ok((p, true)),
+                Err(_) => Err(rejected(Rejection::FailFast {
+                    size: self.size(),
+                    reserve: self.config.reserve_pool_size,
+                })),
+            };
+        }
+        // Joining the queue is one atomic step, so concurrent arrivals cannot overshoot max_waiting.
+        let joined = self
+            .stats
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                admit(&self.config, n, priority).ok().map(|()| n + 1)
+            });
+        if let Err(waiting) = joined {
+            if let Err(why) = admit(&self.config, waiting, priority) {
+                return Err(rejected(why));
+            }
+        }
+        let waited = tokio::time::timeout(self.config.queue_timeout, self.race_for_permit()).await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         match waited {
             Ok(Ok(p)) => Ok(p),
@@ -202,6 +330,26 @@ impl Pool {
                 size: self.size(),
                 waited: self.config.queue_timeout,
             }),
+        }
+    }
+
+    /// The first free permit: a regular one in FIFO order, or, once this client has waited
+    /// `reserve_pool_timeout`, a reserve one, whichever comes first.
+    async fn race_for_permit(
+        &self,
+    ) -> Result<(OwnedSemaphorePermit, bool), tokio::sync::AcquireError> {
+        let regular = self.permits.clone().acquire_owned();
+        if self.config.reserve_pool_size == 0 {
+            return regular.await.map(|p| (p, false));
+        }
+        let reserve = async {
+            tokio::time::sleep(self.config.reserve_pool_timeout).await;
+            self.reserve.clone().acquire_owned().await
+        };
+        tokio::select! {
+            biased;
+            p = regular => p.map(|p| (p, false)),
+            p = reserve => p.map(|p| (p, true)),
         }
     }
 
@@ -274,6 +422,8 @@ impl Pool {
 pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
+    /// Holds a reserve permit (counted in `reserve_active` until dropped).
+    reserve: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -299,6 +449,12 @@ impl Drop for PooledConn {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
             self.pool.discard();
+        }
+        if self.reserve {
+            self.pool
+                .stats
+                .reserve_active
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -339,6 +495,7 @@ impl Pools {
             keyring: self.keyring.clone(),
             max_message_size: self.max_message_size,
             tls: self.tls.clone(),
+            keepalive: self.config.server_tcp_keepalive,
         }
     }
 
@@ -383,3 +540,6 @@ impl Pools {
         v
     }
 }
+
+#[cfg(test)]
+mod tests;
