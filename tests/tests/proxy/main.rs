@@ -6,6 +6,7 @@ mod basic;
 mod clients;
 mod consistency;
 mod faults;
+mod limits;
 mod pool_timers;
 mod pooling;
 mod prepared;
