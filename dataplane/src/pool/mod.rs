@@ -247,19 +247,24 @@ impl Pool {
             };
         }
         // Joining the queue is one atomic step, so concurrent arrivals cannot overshoot max_waiting.
+        let mut refused = None;
         let joined = self
             .stats
             .waiting
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                admit(&self.config, n, priority).ok().map(|()| n + 1)
+                match admit(&self.config, n, priority) {
+                    Ok(()) => Some(n + 1),
+                    Err(why) => {
+                        refused = Some(why);
+                        None
+                    }
+                }
             });
-        if let Err(waiting) = joined {
-            if let Err(why) = admit(&self.config, waiting, priority) {
-                return Err(rejected(why));
-            }
+        if let (Err(_), Some(why)) = (joined, refused) {
+            return Err(rejected(why));
         }
+        let _in_queue = InQueue(&self.stats.waiting);
         let waited = tokio::time::timeout(self.config.queue_timeout, self.race_for_permit()).await;
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         match waited {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(PoolError::Closed(self.describe())),
@@ -351,6 +356,16 @@ impl Pool {
             "{} (database {}, user {})",
             self.key.backend, self.key.database, self.key.user
         )
+    }
+}
+
+/// A client's place in the `waiting` count, given back when its wait ends, also when the wait is
+/// dropped because the client went away: a leaked count would shrink `max_waiting` for good.
+struct InQueue<'a>(&'a AtomicU32);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -248,3 +248,26 @@ async fn low_priority_is_shed_while_normal_clients_keep_queueing() {
         .expect("task")
         .expect("second normal client served");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_goes_away_leaves_the_queue() {
+    let pool = pool(PoolConfig {
+        max_waiting: 1,
+        ..config(1)
+    });
+    let _held = fill(&pool);
+    let gone = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.wait_for_permit(Priority::Normal).await.map(|_| ()) }
+    });
+    until_waiting(&pool, 1).await;
+    gone.abort();
+    assert!(gone.await.is_err(), "aborted");
+    assert_eq!(pool.stats.waiting.load(Ordering::Relaxed), 0);
+    // Its place is free for the next client, which waits (and times out) instead of being rejected.
+    let err = pool
+        .wait_for_permit(Priority::Normal)
+        .await
+        .expect_err("still full");
+    assert!(matches!(err, PoolError::QueueTimeout { .. }), "{err}");
+}
