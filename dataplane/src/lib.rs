@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod ops;

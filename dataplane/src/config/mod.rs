@@ -88,6 +88,11 @@ pub struct ServerConfig {
     /// Default `30s`. Reloadable.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// TCP keepalives on client sockets, so a client whose host vanished without closing its connection
+    /// (a killed pod, a dropped NAT entry) is noticed and its place freed. Default on, `60s` idle, then
+    /// a probe every `10s`, given up after 6: about two minutes. PgBouncer's `tcp_keepalive`,
+    /// `tcp_keepidle`, `tcp_keepintvl`, `tcp_keepcnt`. Applies to new connections on reload.
+    pub tcp_keepalive: KeepaliveConfig,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +109,54 @@ impl Default for ServerConfig {
             max_cancels_per_second: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             workers: NonZeroUsize::MIN,
             shutdown_timeout: Duration::from_secs(30),
+            tcp_keepalive: KeepaliveConfig::default(),
+        }
+    }
+}
+
+/// TCP keepalive probes on one side's sockets. Without them a peer that disappears without a FIN or RST
+/// (host crash, network partition) keeps its socket open until the OS gives up, hours later on Linux
+/// (`tcp_keepalive_time` is 2 h by default).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    /// Send keepalive probes at all. Default true.
+    pub enabled: bool,
+    /// Idle time before the first probe (`TCP_KEEPIDLE`). Default `60s`; whole seconds, at least 1.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Time between unanswered probes (`TCP_KEEPINTVL`). Default `10s`; whole seconds, at least 1.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`). Default 6.
+    pub count: u32,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            enabled: true,
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            count: 6,
+        }
+    }
+}
+
+impl KeepaliveConfig {
+    /// What is wrong with these values, if anything, for `validate()`: the kernel counts in whole
+    /// seconds and refuses 0.
+    fn problem(&self) -> Option<&'static str> {
+        if !self.enabled {
+            None
+        } else if self.idle < Duration::from_secs(1) {
+            Some("idle must be at least 1s")
+        } else if self.interval < Duration::from_secs(1) {
+            Some("interval must be at least 1s")
+        } else if self.count == 0 {
+            Some("count must be at least 1")
+        } else {
+            None
         }
     }
 }
@@ -444,6 +497,18 @@ pub enum PoolMode {
     Session,
 }
 
+/// What a client does when every connection of its pool is busy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueMode {
+    /// Wait in line (FIFO) up to `queue_timeout` (default).
+    #[default]
+    Queue,
+    /// Fail the transaction at once with SQLSTATE 53300 (after trying the reserve pool), for callers
+    /// that would rather retry elsewhere or shed load than wait.
+    FailFast,
+}
+
 /// Backend connection pools, one per (backend, database, user).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -457,7 +522,8 @@ pub struct PoolConfig {
     #[serde(alias = "min_pool_size")]
     pub min_idle: u32,
     /// How long a client waits for a backend connection before it gets SQLSTATE 53300. Default `30s`
-    /// (PgBouncer's `query_wait_timeout` is 120 s; a sidecar's callers usually time out sooner). Reloadable.
+    /// (PgBouncer's `query_wait_timeout` is 120 s; a sidecar's callers usually time out sooner). Also
+    /// accepted under PgBouncer's name, `query_wait_timeout` (one setting, two names). Reloadable.
     #[serde(with = "humantime_serde", alias = "query_wait_timeout")]
     pub queue_timeout: Duration,
     /// Timeout for opening a backend connection, TCP and login together. Default `5s`. Reloadable.
@@ -479,6 +545,38 @@ pub struct PoolConfig {
     /// transaction mode; one more is refused with SQLSTATE 53400, so a client that never closes its
     /// statements cannot grow the proxy without bound. Default 10000. Reloadable for new clients.
     pub max_client_prepared_statements: usize,
+    /// Extra connections per pool beyond `pool_size`, for clients that have waited
+    /// `reserve_pool_timeout`: a burst is absorbed after a short wait instead of queueing until
+    /// `queue_timeout`, while steady load stays within `pool_size`. Default 0 (no reserve). PgBouncer's
+    /// name and meaning. Reloadable.
+    pub reserve_pool_size: u32,
+    /// How long a client waits in a full pool before it may use a reserve connection. Default `5s`
+    /// (PgBouncer's default); must be shorter than `queue_timeout` when `reserve_pool_size` is set.
+    /// Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub reserve_pool_timeout: Duration,
+    /// `queue` (default): a client that finds the pool full waits (FIFO, up to `queue_timeout`).
+    /// `fail-fast`: it takes a free reserve connection if there is one, and otherwise gets SQLSTATE
+    /// 53300 at once and may retry. Reloadable.
+    pub queue_mode: QueueMode,
+    /// Most clients waiting per pool; one more gets SQLSTATE 53300 at once instead of queueing, so a
+    /// backlog cannot grow past what `queue_timeout` could ever serve. Default 0 (unbounded).
+    /// Reloadable.
+    pub max_waiting: u32,
+    /// Users whose clients are shed first when a pool's queue is long (`shed_queue_depth`), e.g. batch
+    /// jobs and reporting. Default none. Applies to clients logging in after a reload.
+    pub low_priority_users: Vec<String>,
+    /// The same by the `application_name` a client sent at login. Default none.
+    pub low_priority_application_names: Vec<String>,
+    /// A low-priority client that would wait behind this many clients already waiting gets SQLSTATE
+    /// 53300 at once, while other clients keep queueing. Default 1: a low-priority client waits only
+    /// when nobody else does (and takes a free connection like anyone); 0 never sheds. Has no effect
+    /// until a low-priority list names someone. Reloadable.
+    pub shed_queue_depth: u32,
+    /// TCP keepalives on backend sockets, so a backend host that vanished (failover by network cut,
+    /// crash) is noticed on idle pool connections and on a client waiting for a result. Default as
+    /// `server.tcp_keepalive`: on, `60s` idle, `10s` interval, 6 probes. Applies to new connections.
+    pub server_tcp_keepalive: KeepaliveConfig,
 }
 
 impl Default for PoolConfig {
@@ -494,6 +592,14 @@ impl Default for PoolConfig {
             server_reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 200,
             max_client_prepared_statements: 10_000,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
+            queue_mode: QueueMode::Queue,
+            max_waiting: 0,
+            low_priority_users: Vec::new(),
+            low_priority_application_names: Vec::new(),
+            shed_queue_depth: 1,
+            server_tcp_keepalive: KeepaliveConfig::default(),
         }
     }
 }
@@ -688,6 +794,23 @@ impl Config {
         }
         if self.pool.queue_timeout.is_zero() {
             return Err(invalid("pool.queue_timeout", "must be positive"));
+        }
+        if self.pool.reserve_pool_size > 0
+            && self.pool.queue_mode == QueueMode::Queue
+            && self.pool.reserve_pool_timeout >= self.pool.queue_timeout
+        {
+            return Err(invalid(
+                "pool.reserve_pool_timeout",
+                "must be shorter than pool.queue_timeout, or no client ever waits long enough to use the reserve",
+            ));
+        }
+        for (key, keepalive) in [
+            ("server.tcp_keepalive", &self.server.tcp_keepalive),
+            ("pool.server_tcp_keepalive", &self.pool.server_tcp_keepalive),
+        ] {
+            if let Some(problem) = keepalive.problem() {
+                return Err(invalid(key, problem));
+            }
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(

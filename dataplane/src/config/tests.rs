@@ -182,3 +182,57 @@ fn session_timeouts_layer_user_over_database_over_default() {
     );
     assert_eq!(t("app", "app").idle_transaction_timeout, None);
 }
+
+#[test]
+fn query_wait_timeout_is_pgbouncers_name_for_queue_timeout() {
+    let cfg = Config::parse("[pool]\nquery_wait_timeout = \"7s\"\n").expect("parses");
+    assert_eq!(cfg.pool.queue_timeout, Duration::from_secs(7));
+}
+
+#[test]
+fn limits_and_keepalives_parse() {
+    let cfg = Config::parse(
+        "[server]\ntcp_keepalive = { idle = \"30s\" }\n\
+         [pool]\nqueue_mode = \"fail-fast\"\nreserve_pool_size = 2\nmax_waiting = 50\n\
+         low_priority_users = [\"reporting\"]\nserver_tcp_keepalive = { enabled = false }\n",
+    )
+    .expect("parses");
+    assert_eq!(cfg.pool.queue_mode, QueueMode::FailFast);
+    assert_eq!(cfg.pool.reserve_pool_size, 2);
+    assert_eq!(cfg.pool.max_waiting, 50);
+    assert_eq!(cfg.pool.low_priority_users, ["reporting"]);
+    assert_eq!(cfg.server.tcp_keepalive.idle, Duration::from_secs(30));
+    assert_eq!(
+        cfg.server.tcp_keepalive.count, 6,
+        "unset parts keep defaults"
+    );
+    assert!(!cfg.pool.server_tcp_keepalive.enabled);
+}
+
+#[test]
+fn reserve_that_no_client_could_reach_is_refused() {
+    let mut cfg = Config::parse("[backends]\nprimary = \"127.0.0.1:5432\"\n").expect("parses");
+    cfg.pool.reserve_pool_size = 2;
+    cfg.pool.reserve_pool_timeout = cfg.pool.queue_timeout;
+    let err = cfg.validate().expect_err("unreachable reserve");
+    assert!(
+        err.to_string().contains("pool.reserve_pool_timeout"),
+        "{err}"
+    );
+    cfg.pool.queue_mode = QueueMode::FailFast;
+    cfg.validate().expect("fail-fast takes the reserve at once");
+}
+
+#[test]
+fn keepalive_timers_below_a_second_are_refused_with_their_key() {
+    let mut cfg = Config::parse("[backends]\nprimary = \"127.0.0.1:5432\"\n").expect("parses");
+    cfg.pool.server_tcp_keepalive.interval = Duration::from_millis(500);
+    let err = cfg.validate().expect_err("sub-second interval");
+    assert!(
+        err.to_string().contains("pool.server_tcp_keepalive"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("interval"), "{err}");
+    cfg.pool.server_tcp_keepalive.enabled = false;
+    cfg.validate().expect("ignored when disabled");
+}

@@ -20,7 +20,7 @@ use rustls::pki_types::ServerName;
 
 use super::{BackendKey, PoolKey, ServerConn, ServerStream};
 use crate::auth::{md5_answer_from_hash, BackendLogin, KeyLogin, KeyLoginError, Keyring};
-use crate::config::ServerTlsMode;
+use crate::config::{KeepaliveConfig, ServerTlsMode};
 use crate::tls::BackendTls;
 
 /// What a pool needs to log in besides its key.
@@ -32,6 +32,8 @@ pub struct ConnectOptions {
     pub max_message_size: usize,
     /// TLS towards the backend (`None`: plaintext).
     pub tls: Option<BackendTls>,
+    /// TCP keepalive probes on the backend socket (`pool.server_tcp_keepalive`).
+    pub keepalive: KeepaliveConfig,
 }
 
 /// Why a backend connection could not be opened.
@@ -124,6 +126,10 @@ async fn connect_inner(key: &PoolKey, opts: &ConnectOptions) -> Result<ServerCon
         match TcpStream::connect(addr).await {
             Ok(tcp) => {
                 tcp.set_nodelay(true).map_err(ConnectError::Tcp)?;
+                if let Err(e) = crate::keepalive::apply(&tcp, &opts.keepalive) {
+                    // Keepalives only speed up noticing a dead peer: the connection is usable without.
+                    tracing::warn!(%addr, error = %e, "cannot set TCP keepalive on backend socket");
+                }
                 let stream = match &opts.tls {
                     Some(tls) => negotiate_tls(tcp, tls, host).await?,
                     None => ServerStream::Plain(tcp),

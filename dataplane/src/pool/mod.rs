@@ -1,12 +1,16 @@
 //! Backend connection pools, one per (backend, database, user).
 //!
 //! The size limit is a FIFO `tokio::sync::Semaphore`, so waiting clients are served in arrival order and
-//! a queue timeout is a plain `tokio::time::timeout`. Idle connections sit in a LIFO stack behind a
+//! a queue timeout is a plain `tokio::time::timeout`. The reserve pool is a second semaphore that a
+//! waiter also races once it has waited `reserve_pool_timeout`. Whether a client may wait at all
+//! (`queue_mode`, `max_waiting`, shedding of low-priority clients) is decided by [`admit`], a pure
+//! function of the configuration and the queue length. Idle connections sit in a LIFO stack behind a
 //! synchronous mutex that is never held across an `.await` (the hot path takes it twice per transaction,
 //! for a push and a pop). A checked-out connection is a [`PooledConn`] guard: returning it is explicit,
 //! and dropping it without returning closes the connection, because a connection whose protocol state is
 //! unknown must never reach another client.
 
+mod admit;
 mod connect;
 mod maintain;
 mod query;
@@ -21,10 +25,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Keyring;
-use crate::config::{BackendAddr, PoolConfig};
+use crate::config::{BackendAddr, PoolConfig, QueueMode};
 use crate::health::{BackendHealth, Backends};
 
 pub use crate::stream::ServerStream;
+pub use admit::{admit, Priority, Rejection};
 pub(crate) use connect::read_frame;
 pub use connect::{connect, ConnectError, ConnectOptions};
 pub use query::{QueryError, Row};
@@ -64,6 +69,8 @@ pub enum PoolError {
         failures: u32,
         retry_in: Duration,
     },
+    #[error("pgroute: no backend connection for {key}: {why}; try again later")]
+    Rejected { key: String, why: Rejection },
 }
 
 /// Counters read by the admin console, metrics and `pgroute demo`. Plain atomics: bumped on the hot path
@@ -85,6 +92,14 @@ pub struct PoolStats {
     /// Connections being opened right now (counted so `min_idle` upkeep and clients do not both open
     /// the same missing connection).
     pub connecting: AtomicU32,
+    /// Reserve connections (beyond `pool_size`) checked out right now.
+    pub reserve_active: AtomicU32,
+    /// Checkouts served by a reserve connection since start.
+    pub reserve_checkouts: AtomicU64,
+    /// Clients turned away at once by `queue_mode = fail-fast` or `max_waiting`, since start.
+    pub rejected: AtomicU64,
+    /// Low-priority clients shed (`shed_queue_depth`), since start.
+    pub shed: AtomicU64,
 }
 
 /// One pool of backend connections.
@@ -95,6 +110,8 @@ pub struct Pool {
     config: arc_swap::ArcSwap<PoolConfig>,
     connect: ConnectOptions,
     permits: Arc<Semaphore>,
+    /// `reserve_pool_size` permits, for clients that waited `reserve_pool_timeout`.
+    reserve: Arc<Semaphore>,
     /// Boxed so checkout and checkin move a pointer, not the whole connection state.
     #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConn>>>,
@@ -132,6 +149,7 @@ impl Pool {
     ) -> Arc<Pool> {
         Arc::new(Pool {
             permits: Arc::new(Semaphore::new(config.pool_size.get() as usize)),
+            reserve: Arc::new(Semaphore::new(config.reserve_pool_size as usize)),
             key,
             config: arc_swap::ArcSwap::from_pointee(config),
             connect,
@@ -207,9 +225,29 @@ impl Pool {
 
     /// Waits (FIFO, up to `queue_timeout`) for a slot, then hands out an idle connection or opens one.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => self.wait_for_permit().await?,
+        self.checkout_as(Priority::Normal).await
+    }
+
+    /// [`Pool::checkout`] for a client of this priority: with every connection busy, it may be
+    /// rejected at once (`queue_mode`, `max_waiting`, `shed_queue_depth`) instead of queueing.
+    pub async fn checkout_as(
+        self: &Arc<Self>,
+        priority: Priority,
+    ) -> Result<PooledConn, PoolError> {
+        let (permit, reserve) = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => self.wait_for_permit(priority).await?,
+        };
+        // Counted before anything can fail, so the guard's drop always has something to take back.
+        if reserve {
+            self.stats.reserve_active.fetch_add(1, Ordering::Relaxed);
+            self.stats.reserve_checkouts.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut guard = PooledConn {
+            conn: None,
+            pool: self.clone(),
+            reserve,
+            _permit: permit,
         };
         let conn = match self.pop_idle() {
             Some(conn) => conn,
@@ -217,21 +255,55 @@ impl Pool {
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Ok(PooledConn {
-            conn: Some(conn),
-            pool: self.clone(),
-            _permit: permit,
-        })
+        guard.conn = Some(conn);
+        Ok(guard)
     }
 
-    async fn wait_for_permit(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, PoolError> {
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let waited = tokio::time::timeout(
-            self.config.load().queue_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await;
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+    /// A permit for a client that found the pool full (`true`: from the reserve), or why it may not
+    /// wait for one.
+    async fn wait_for_permit(
+        self: &Arc<Self>,
+        priority: Priority,
+    ) -> Result<(OwnedSemaphorePermit, bool), PoolError> {
+        let rejected = |why| {
+            match why {
+                Rejection::Shed { .. } => self.stats.shed.fetch_add(1, Ordering::Relaxed),
+                _ => self.stats.rejected.fetch_add(1, Ordering::Relaxed),
+            };
+            PoolError::Rejected {
+                key: self.describe(),
+                why,
+            }
+        };
+        if self.config.load().queue_mode == QueueMode::FailFast {
+            return match self.reserve.clone().try_acquire_owned() {
+                Ok(p) => Ok((p, true)),
+                Err(_) => Err(rejected(Rejection::FailFast {
+                    size: self.size(),
+                    reserve: self.config.load().reserve_pool_size,
+                })),
+            };
+        }
+        // Joining the queue is one atomic step, so concurrent arrivals cannot overshoot max_waiting.
+        let mut refused = None;
+        let joined = self
+            .stats
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                match admit(&self.config.load(), n, priority) {
+                    Ok(()) => Some(n + 1),
+                    Err(why) => {
+                        refused = Some(why);
+                        None
+                    }
+                }
+            });
+        if let (Err(_), Some(why)) = (joined, refused) {
+            return Err(rejected(why));
+        }
+        let _in_queue = InQueue(&self.stats.waiting);
+        let waited =
+            tokio::time::timeout(self.config.load().queue_timeout, self.race_for_permit()).await;
         match waited {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(PoolError::Closed(self.describe())),
@@ -240,6 +312,26 @@ impl Pool {
                 size: self.size(),
                 waited: self.config.load().queue_timeout,
             }),
+        }
+    }
+
+    /// The first free permit: a regular one in FIFO order, or, once this client has waited
+    /// `reserve_pool_timeout`, a reserve one, whichever comes first.
+    async fn race_for_permit(
+        &self,
+    ) -> Result<(OwnedSemaphorePermit, bool), tokio::sync::AcquireError> {
+        let regular = self.permits.clone().acquire_owned();
+        if self.config.load().reserve_pool_size == 0 {
+            return regular.await.map(|p| (p, false));
+        }
+        let reserve = async {
+            tokio::time::sleep(self.config.load().reserve_pool_timeout).await;
+            self.reserve.clone().acquire_owned().await
+        };
+        tokio::select! {
+            biased;
+            p = regular => p.map(|p| (p, false)),
+            p = reserve => p.map(|p| (p, true)),
         }
     }
 
@@ -326,12 +418,24 @@ impl Pool {
     }
 }
 
+/// A client's place in the `waiting` count, given back when its wait ends, also when the wait is
+/// dropped because the client went away: a leaked count would shrink `max_waiting` for good.
+struct InQueue<'a>(&'a AtomicU32);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A checked-out backend connection. [`PooledConn::release`] returns it to the pool; dropping it closes
 /// it (the safe default for a connection in an unknown state).
 #[derive(Debug)]
 pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
+    /// Holds a reserve permit (counted in `reserve_active` until dropped).
+    reserve: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -357,6 +461,12 @@ impl Drop for PooledConn {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
             self.pool.discard();
+        }
+        if self.reserve {
+            self.pool
+                .stats
+                .reserve_active
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -401,6 +511,7 @@ impl Pools {
             keyring: self.keyring.clone(),
             max_message_size: self.max_message_size,
             tls: self.tls.clone(),
+            keepalive: self.config.load().server_tcp_keepalive,
         }
     }
 
@@ -477,3 +588,6 @@ impl Pools {
         v
     }
 }
+
+#[cfg(test)]
+mod tests;

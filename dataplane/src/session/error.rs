@@ -92,11 +92,15 @@ impl SessionError {
             SessionError::AuthFailed { .. } => ("FATAL", "28P01"),
             SessionError::LoginTimeout(_) => ("FATAL", "08P01"),
             SessionError::AuthLookup { source, .. } => match &**source {
-                LookupError::Pool(PoolError::QueueTimeout { .. }) => ("FATAL", "53300"),
+                LookupError::Pool(PoolError::QueueTimeout { .. } | PoolError::Rejected { .. }) => {
+                    ("FATAL", "53300")
+                }
                 LookupError::Pool(_) => ("FATAL", "08001"),
                 LookupError::Query(_) => ("FATAL", "28000"),
             },
-            SessionError::Pool(PoolError::QueueTimeout { .. }) => ("ERROR", "53300"),
+            SessionError::Pool(PoolError::QueueTimeout { .. } | PoolError::Rejected { .. }) => {
+                ("ERROR", "53300")
+            }
             SessionError::Pool(PoolError::Connect {
                 source: ConnectError::Rejected(fields),
                 ..
@@ -154,6 +158,40 @@ mod tests {
         });
         assert_eq!(e.response(), Some(("ERROR", "53300".to_owned())));
         assert!(e.client_message().contains("queue_timeout"));
+    }
+
+    #[test]
+    fn rejection_is_a_recoverable_53300_naming_pool_and_setting() {
+        let cases = [
+            (
+                crate::pool::Rejection::FailFast {
+                    size: 3,
+                    reserve: 0,
+                },
+                "pool.queue_mode is fail-fast",
+            ),
+            (
+                crate::pool::Rejection::QueueFull { size: 3, max: 10 },
+                "pool.max_waiting",
+            ),
+            (
+                crate::pool::Rejection::Shed {
+                    waiting: 4,
+                    depth: 2,
+                },
+                "low-priority",
+            ),
+        ];
+        for (why, setting) in cases {
+            let e = SessionError::Pool(PoolError::Rejected {
+                key: "127.0.0.1:5432 (database app, user app)".into(),
+                why,
+            });
+            assert_eq!(e.response(), Some(("ERROR", "53300".to_owned())));
+            let msg = e.client_message();
+            assert!(msg.contains("database app, user app"), "{msg}");
+            assert!(msg.contains(setting), "{msg}");
+        }
     }
 
     #[test]

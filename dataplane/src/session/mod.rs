@@ -43,7 +43,7 @@ pub use vars::SessionVars;
 
 use crate::classify::{Decision, Reason, Route};
 use crate::config::{AuthType, DefaultRoute, HashKey, LagFallback, PoolMode};
-use crate::pool::{Pool, PoolError, PoolKey, PooledConn};
+use crate::pool::{Pool, PoolError, PoolKey, PooledConn, Priority};
 use crate::proxy::{ClientSlot, Proxy};
 use crate::router::Candidate;
 use crate::topology::{Lsn, ReplicaState};
@@ -109,6 +109,9 @@ impl Connection {
 /// Logs the client in; on failure tells it why and closes, returning `None`.
 async fn open(stream: TcpStream, proxy: Arc<Proxy>) -> Option<Box<Connection>> {
     let _ = stream.set_nodelay(true);
+    if let Err(e) = crate::keepalive::apply(&stream, &proxy.config().server.tcp_keepalive) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive on client socket");
+    }
     let mut client = ClientConn::new(stream, proxy.config().server.max_message_size);
     match login_within_timeout(&mut client, &proxy).await {
         Ok(Some(session)) => {
@@ -255,10 +258,11 @@ async fn login(
     };
     let primary_generation = proxy.primary().generation();
     let (pool, reads) = session_pools(proxy, &database, &user);
+    let priority = Priority::of(&config.pool, &user, params.get("application_name"));
     let server_params = match pool.server_params() {
         Some(p) => p,
         None => {
-            let conn = pool.checkout().await?;
+            let conn = pool.checkout_as(priority).await?;
             conn.release();
             pool.server_params().unwrap_or_default()
         }
@@ -282,6 +286,7 @@ async fn login(
         probe: None,
         probe_quiet_until: None,
         mode,
+        priority,
         vars,
         tracker: Tracker::new(
             mode == PoolMode::Transaction,
@@ -353,8 +358,9 @@ fn healthy(c: &Candidate) -> bool {
 async fn checkout_unless_gone(
     pool: &Arc<Pool>,
     client: &ClientConn,
+    priority: Priority,
 ) -> Result<PooledConn, SessionError> {
-    let checkout = pool.checkout();
+    let checkout = pool.checkout_as(priority);
     tokio::pin!(checkout);
     let mut probe = [0u8; 1];
     let Some(tcp) = client.stream.tcp() else {
@@ -425,6 +431,8 @@ struct Session {
     /// After a probe found the replica behind, none before this.
     probe_quiet_until: Option<Instant>,
     mode: PoolMode,
+    /// Low-priority clients are shed first when a pool's queue is long (decided at login).
+    priority: Priority,
     vars: SessionVars,
     tracker: Tracker,
     cancel: CancelHandle,
@@ -716,7 +724,7 @@ impl Session {
             let try_now =
                 primary.available() || failover.timeout.is_zero() || !self.primary.health().is_up();
             let problem = if try_now {
-                match checkout_unless_gone(&self.primary, client).await {
+                match checkout_unless_gone(&self.primary, client, self.priority).await {
                     Err(SessionError::Pool(
                         e @ (PoolError::Connect { .. }
                         | PoolError::BreakerOpen { .. }
@@ -795,7 +803,7 @@ impl Session {
                 s
             }
             None if Arc::ptr_eq(&self.pool, &self.primary) => self.checkout_primary(client).await?,
-            None => match checkout_unless_gone(&self.pool, client).await {
+            None => match checkout_unless_gone(&self.pool, client, self.priority).await {
                 Err(SessionError::Pool(
                     e @ (PoolError::Connect { .. } | PoolError::BreakerOpen { .. }),
                 )) => {
@@ -872,7 +880,7 @@ impl Session {
             });
         }
         self.pool = self.primary.clone();
-        checkout_unless_gone(&self.pool, client).await
+        checkout_unless_gone(&self.pool, client, self.priority).await
     }
 
     /// Transaction mode returns the connection; session mode keeps it.

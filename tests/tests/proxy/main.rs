@@ -6,6 +6,7 @@ mod basic;
 mod clients;
 mod consistency;
 mod faults;
+mod limits;
 mod operations;
 mod pool_timers;
 mod pooling;
