@@ -86,7 +86,8 @@ impl Running {
         if proxy.config().health.checks {
             health::check::spawn(Arc::downgrade(&proxy));
         }
-        if proxy.config().consistency.monitor && !proxy.replicas().is_empty() {
+        // Even with no replicas yet: a reload may add some.
+        if proxy.config().consistency.monitor {
             health::lag::spawn(Arc::downgrade(&proxy));
         }
         let (shutdown, rx) = watch::channel(false);

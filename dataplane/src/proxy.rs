@@ -27,8 +27,9 @@ pub struct Proxy {
     /// Rebuilt and swapped by [`Proxy::reload`] when `[routing]` changes; read once per batch.
     classifier: arc_swap::ArcSwap<crate::classify::Classifier>,
     router: crate::router::Router,
-    /// Lag and eligibility of each replica, in `backends.replicas` order.
-    replicas: Vec<Arc<crate::topology::ReplicaState>>,
+    /// Lag and eligibility of each replica, in `backends.replicas` order; swapped whole when the
+    /// replicas change (RELOAD, the control plane).
+    replicas: arc_swap::ArcSwap<Vec<Arc<crate::topology::ReplicaState>>>,
     /// Last write positions shared by connections (`consistency.scope` user or token).
     causal: crate::topology::CausalRegistry,
     cancels: Arc<CancelRegistry>,
@@ -40,6 +41,15 @@ pub struct Proxy {
     tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
     /// PAUSE/RESUME and shutdown: what each new transaction passes.
     gate: crate::ops::Gate,
+}
+
+/// Why a backend cannot be drained.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("{0} is the primary: move the primary first (a switchover), then drain it")]
+    Primary(BackendAddr),
+    #[error("{0} is not a configured replica")]
+    Unknown(BackendAddr),
 }
 
 /// Errors building a proxy from configuration.
@@ -70,13 +80,8 @@ impl Proxy {
             .backends
             .replicas
             .iter()
-            .map(|r| {
-                Arc::new(crate::topology::ReplicaState::new(
-                    r.address.clone(),
-                    monitored,
-                ))
-            })
-            .collect();
+            .map(|r| Arc::new(crate::topology::ReplicaState::configured(r, monitored)))
+            .collect::<Vec<_>>();
         let primary = config
             .backends
             .primary
@@ -107,7 +112,7 @@ impl Proxy {
             users,
             classifier: arc_swap::ArcSwap::from_pointee(classifier),
             router,
-            replicas,
+            replicas: arc_swap::ArcSwap::from_pointee(replicas),
             causal: crate::topology::CausalRegistry::default(),
             cancels: Arc::new(cancels),
             clients: Arc::new(AtomicU32::new(0)),
@@ -149,6 +154,83 @@ impl Proxy {
         tracing::warn!(old = %old, new = %next, "failover followed: writes now go to the new primary; transactions that were running on the old one were ended");
     }
 
+    /// Applies a new `[backends]` (RELOAD; the control plane later): a new primary address takes new
+    /// transactions while those running on the old one finish (a planned move, unlike a failover);
+    /// replicas added join the read pool once measured, removed ones take no new reads and their
+    /// connections close as they come back. Sessions switch before their next transaction.
+    pub fn set_backends(&self, backends: &crate::config::BackendsConfig) {
+        let monitored = self.config().consistency.monitor;
+        let old = self.replicas.load_full();
+        let replicas: Vec<_> = backends
+            .replicas
+            .iter()
+            .map(|r| {
+                old.iter()
+                    .find(|s| {
+                        s.address == r.address && s.weight == r.weight && s.max_lag == r.max_lag
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(crate::topology::ReplicaState::configured(r, monitored))
+                    })
+            })
+            .collect();
+        let primary = backends
+            .primary
+            .clone()
+            .unwrap_or_else(|| self.primary.address());
+        let wanted: Vec<&BackendAddr> = std::iter::once(&primary)
+            .chain(backends.replicas.iter().map(|r| &r.address))
+            .collect();
+        for addr in &wanted {
+            self.backends.get(addr);
+        }
+        let old_primary = self.primary.address();
+        for gone in old
+            .iter()
+            .map(|s| &s.address)
+            .chain(std::iter::once(&old_primary))
+            .filter(|a| !wanted.contains(a))
+        {
+            self.backends.forget(gone);
+            self.pools.retire(gone);
+        }
+        self.replicas.store(Arc::new(replicas));
+        if self.primary.set(primary.clone()) {
+            tracing::info!(old = %old_primary, new = %primary, "primary moved by configuration");
+        } else {
+            self.primary.replicas_changed();
+        }
+    }
+
+    /// DRAIN: `backend` takes no new transactions; those running finish, and its connections close
+    /// as they come back. Only replicas: the primary is moved with a switchover, not drained.
+    pub fn drain(&self, backend: &BackendAddr) -> Result<(), DrainError> {
+        if *backend == self.primary.address() {
+            return Err(DrainError::Primary(backend.clone()));
+        }
+        if !self.replicas().iter().any(|r| r.address == *backend) {
+            return Err(DrainError::Unknown(backend.clone()));
+        }
+        let health = self.backends.get(backend);
+        if health.set_drained(true) {
+            self.pools.drop_idle(backend);
+            tracing::info!(%backend, "backend drained: no new transactions go to it");
+        }
+        Ok(())
+    }
+
+    /// Ends a DRAIN: the backend takes reads again.
+    pub fn undrain(&self, backend: &BackendAddr) -> Result<(), DrainError> {
+        if !self.replicas().iter().any(|r| r.address == *backend) {
+            return Err(DrainError::Unknown(backend.clone()));
+        }
+        if self.backends.get(backend).set_drained(false) {
+            tracing::info!(%backend, "backend no longer drained");
+        }
+        Ok(())
+    }
+
     pub fn pools(&self) -> &Pools {
         &self.pools
     }
@@ -163,9 +245,9 @@ impl Proxy {
         &self.router
     }
 
-    /// Each replica's lag and eligibility, in `backends.replicas` order.
-    pub fn replicas(&self) -> &[Arc<crate::topology::ReplicaState>] {
-        &self.replicas
+    /// Each replica's lag and eligibility, in `backends.replicas` order (a snapshot).
+    pub fn replicas(&self) -> Arc<Vec<Arc<crate::topology::ReplicaState>>> {
+        self.replicas.load_full()
     }
 
     /// Write positions shared between connections.
@@ -355,11 +437,16 @@ impl Proxy {
         if config.pool != old.pool {
             self.pools.reconfigure(config.pool.clone());
         }
+        let backends_changed = config.backends != old.backends;
         *self
             .tls
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+        let backends = backends_changed.then(|| config.backends.clone());
         self.config.store(Arc::new(config));
+        if let Some(backends) = backends {
+            self.set_backends(&backends);
+        }
         Ok(report)
     }
 }

@@ -56,6 +56,8 @@ pub struct BackendHealth {
     gone_generation: AtomicU64,
     gone: Notify,
     rehydration: Mutex<Option<Rehydration>>,
+    /// DRAIN: no new transactions; running ones finish, connections close as they come back.
+    drained: AtomicBool,
     rehydration_batch: u32,
     rehydration_delay: Duration,
 }
@@ -80,6 +82,7 @@ impl BackendHealth {
             gone_generation: AtomicU64::new(0),
             gone: Notify::new(),
             rehydration: Mutex::new(None),
+            drained: AtomicBool::new(false),
             rehydration_batch: config.rehydration_batch.max(1),
             rehydration_delay: config.rehydration_delay,
         })
@@ -112,9 +115,21 @@ impl BackendHealth {
         self.lock_checks().last_error.clone()
     }
 
-    /// May take reads: up, its breaker not open, and not (any longer) a primary.
+    /// May take reads: up, not drained, its breaker not open, and not (any longer) a primary.
     pub fn accepts_reads(&self) -> bool {
-        self.is_up() && self.role() != Role::Primary && self.breaker_state() != BreakerState::Open
+        self.is_up()
+            && !self.is_drained()
+            && self.role() != Role::Primary
+            && self.breaker_state() != BreakerState::Open
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears DRAIN; `true` when that changed something.
+    pub fn set_drained(&self, drained: bool) -> bool {
+        self.drained.swap(drained, Ordering::AcqRel) != drained
     }
 
     /// Before a pool opens a connection: the rehydration pace, then the breaker. Every `Ok` is followed

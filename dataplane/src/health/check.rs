@@ -43,7 +43,10 @@ async fn check_all(
 ) -> Vec<(BackendAddr, Option<ServerConn>)> {
     let config = proxy.config();
     let timeout = proxy.backends().config().timeout;
-    let options = proxy.pools().connect_options();
+    let options = crate::pool::ConnectOptions {
+        application_name: Some("pgroute health check"),
+        ..proxy.pools().connect_options()
+    };
     let mut round = JoinSet::new();
     for health in proxy.backends().all() {
         let conn = conns

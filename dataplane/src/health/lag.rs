@@ -45,13 +45,17 @@ pub fn spawn(proxy: Weak<Proxy>) {
 #[derive(Default)]
 struct Monitor {
     primary: Option<ServerConn>,
-    replicas: Vec<Option<ServerConn>>,
+    /// One connection per replica, by address (the replica list may change between rounds).
+    replicas: Vec<(BackendAddr, Option<ServerConn>)>,
     /// (primary position, when first seen), oldest first.
     history: VecDeque<(Lsn, Instant)>,
 }
 
 impl Monitor {
     async fn measure(&mut self, proxy: &Arc<Proxy>) {
+        if proxy.replicas().is_empty() {
+            return;
+        }
         let now = Instant::now();
         let Some(primary_lsn) = self.primary_lsn(proxy).await else {
             // Without the primary's position nothing can be compared; keep the last verdicts.
@@ -68,10 +72,18 @@ impl Monitor {
             }
         }
         let replicas = proxy.replicas();
-        self.replicas.resize_with(replicas.len(), || None);
-        for (i, state) in replicas.iter().enumerate() {
+        self.replicas
+            .retain(|(addr, _)| replicas.iter().any(|r| r.address == *addr));
+        for state in replicas.iter() {
+            let slot = match self.replicas.iter().position(|(a, _)| *a == state.address) {
+                Some(i) => i,
+                None => {
+                    self.replicas.push((state.address.clone(), None));
+                    self.replicas.len() - 1
+                }
+            };
             let replay = query_lsn(
-                &mut self.replicas[i],
+                &mut self.replicas[slot].1,
                 proxy,
                 &state.address,
                 "SELECT pg_last_wal_replay_lsn()::text",
@@ -87,12 +99,8 @@ impl Monitor {
                 .find(|(lsn, _)| *lsn > replay)
                 .map_or(Duration::ZERO, |(_, seen)| now.duration_since(*seen));
             let limits = LagLimits {
-                max_lag: proxy
-                    .config()
-                    .backends
-                    .replicas
-                    .get(i)
-                    .and_then(|r| r.max_lag)
+                max_lag: state
+                    .max_lag
                     .or(Some(proxy.config().consistency.max_replica_lag))
                     .filter(|d| !d.is_zero()),
                 max_lag_bytes: Some(proxy.config().consistency.max_replica_lag_bytes)
@@ -138,7 +146,11 @@ async fn query_lsn(
             user: config.monitor_user.clone(),
         };
         let pools = proxy.pools();
-        match connect(&key, &pools.connect_options(), pools.connect_timeout()).await {
+        let options = crate::pool::ConnectOptions {
+            application_name: Some("pgroute lag monitor"),
+            ..pools.connect_options()
+        };
+        match connect(&key, &options, pools.connect_timeout()).await {
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 tracing::warn!(%backend, user = %key.user, error = %crate::error_chain(&e), "lag monitor cannot connect; this server gets no reads until it can");

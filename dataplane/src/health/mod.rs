@@ -59,6 +59,18 @@ impl Backends {
         h
     }
 
+    /// Stops checking `addr` (it left the configuration). Pools still holding its entry keep it.
+    pub fn forget(&self, addr: &BackendAddr) {
+        self.order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|a| a != addr);
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(addr);
+    }
+
     /// Every backend, in the order they became known.
     pub fn all(&self) -> Vec<Arc<BackendHealth>> {
         let order = self

@@ -10,15 +10,13 @@ use crate::config::{Config, ConfigError};
 
 /// Keys whose new value is not applied until a restart: the listen socket, worker threads, the lag
 /// monitor's schedule, state built once at start (TLS modes and backend TLS, the auth file path and
-/// auth_query setup, the load-balancing policy, the cancel rate limiter), and the backends (their
-/// reload belongs to topology updates).
+/// auth_query setup, the load-balancing policy, the cancel rate limiter), and health-check settings
+/// (each backend's checks and breaker are built with them).
 pub const RESTART_ONLY: &[&str] = &[
     "server.listen",
     "server.metrics_listen",
     "server.workers",
     "server.max_cancels_per_second",
-    "backends.primary",
-    "backends.replicas",
     "tls.mode",
     "tls.server_mode",
     "tls.server_ca_file",
@@ -31,6 +29,19 @@ pub const RESTART_ONLY: &[&str] = &[
     "routing.load_balancing",
     "consistency.monitor",
     "consistency.lag_check_interval",
+    "health.checks",
+    "health.interval",
+    "health.timeout",
+    "health.max_failing_checks",
+    "health.min_passing_checks",
+    "health.breaker_failures",
+    "health.breaker_failure_rate",
+    "health.breaker_min_attempts",
+    "health.breaker_window",
+    "health.breaker_cooldown",
+    "health.breaker_half_open_probes",
+    "health.rehydration_batch",
+    "health.rehydration_delay",
 ];
 
 /// What a reload did.

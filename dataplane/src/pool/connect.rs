@@ -34,6 +34,9 @@ pub struct ConnectOptions {
     pub tls: Option<BackendTls>,
     /// TCP keepalive probes on the backend socket (`pool.server_tcp_keepalive`).
     pub keepalive: KeepaliveConfig,
+    /// `application_name` at login: set for pgroute's own connections (health checks, lag monitor)
+    /// so operators can tell them apart in `pg_stat_activity`; pool connections take the client's.
+    pub application_name: Option<&'static str>,
 }
 
 /// Why a backend connection could not be opened.
@@ -180,14 +183,15 @@ async fn login(
     opts: &ConnectOptions,
 ) -> Result<ServerConn, ConnectError> {
     let mut out = BytesMut::with_capacity(256);
-    startup::startup_message(
-        &mut out,
-        &[
-            ("user", &key.user),
-            ("database", &key.database),
-            ("client_encoding", "UTF8"),
-        ],
-    );
+    let mut params = vec![
+        ("user", key.user.as_str()),
+        ("database", key.database.as_str()),
+        ("client_encoding", "UTF8"),
+    ];
+    if let Some(name) = opts.application_name {
+        params.push(("application_name", name));
+    }
+    startup::startup_message(&mut out, &params);
     stream.write_all(&out).await?;
     stream.flush().await?;
     let mut reader = FrameReader::new(opts.max_message_size).with_read_chunk(16 * 1024);

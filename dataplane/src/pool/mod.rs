@@ -392,6 +392,7 @@ impl Pool {
         if conn.expired(self.config.load().server_lifetime)
             || self.is_closed()
             || !self.health.is_up()
+            || self.health.is_drained()
         {
             self.stats.open.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -512,6 +513,7 @@ impl Pools {
             max_message_size: self.max_message_size,
             tls: self.tls.clone(),
             keepalive: self.config.load().server_tcp_keepalive,
+            application_name: None,
         }
     }
 

@@ -28,6 +28,7 @@ fn pool(config: PoolConfig) -> Arc<Pool> {
         max_message_size: 1 << 20,
         tls: None,
         keepalive: config.server_tcp_keepalive,
+        application_name: None,
     };
     let health = crate::health::BackendHealth::new(key.backend.clone(), &Default::default());
     Pool::new(key, config, connect, Arc::default(), health)

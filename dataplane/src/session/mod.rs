@@ -313,12 +313,13 @@ fn session_pools(proxy: &Proxy, database: &str, user: &str) -> (Arc<Pool>, Vec<C
     };
     let pool = proxy.pools().get(&key(&proxy.primary().address()));
     let mut reads = Vec::new();
-    if routing.read_write_split && !config.backends.replicas.is_empty() {
-        for (replica, state) in config.backends.replicas.iter().zip(proxy.replicas()) {
+    let replicas = proxy.replicas();
+    if routing.read_write_split && !replicas.is_empty() {
+        for state in replicas.iter() {
             reads.push(Candidate {
                 state: Some(state.clone()),
-                pool: proxy.pools().get(&key(&replica.address)),
-                weight: replica.weight,
+                pool: proxy.pools().get(&key(&state.address)),
+                weight: state.weight,
                 is_primary: false,
             });
         }

@@ -35,6 +35,10 @@ pub enum Ineligible {
 #[derive(Debug)]
 pub struct ReplicaState {
     pub address: BackendAddr,
+    /// Its share of reads (`backends.replicas[].weight`).
+    pub weight: u32,
+    /// Its own lag limit (`backends.replicas[].max_lag`), over `consistency.max_replica_lag`.
+    pub max_lag: Option<Duration>,
     replay_lsn: AtomicU64,
     lag_bytes: AtomicU64,
     lag_millis: AtomicU64,
@@ -49,11 +53,22 @@ impl ReplicaState {
     pub fn new(address: BackendAddr, monitored: bool) -> ReplicaState {
         ReplicaState {
             address,
+            weight: 1,
+            max_lag: None,
             replay_lsn: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
             lag_millis: AtomicU64::new(0),
             eligible: AtomicBool::new(!monitored),
             verdict: Mutex::new(((monitored).then_some(Ineligible::Unknown), None)),
+        }
+    }
+
+    /// A configured replica, not yet measured.
+    pub fn configured(replica: &crate::config::ReplicaConfig, monitored: bool) -> ReplicaState {
+        ReplicaState {
+            weight: replica.weight,
+            max_lag: replica.max_lag,
+            ..ReplicaState::new(replica.address.clone(), monitored)
         }
     }
 

@@ -40,7 +40,7 @@ impl Primary {
             .clone()
     }
 
-    /// Bumped on every change of address.
+    /// Bumped on every change of address, and of the replicas ([`Primary::replicas_changed`]).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -59,6 +59,13 @@ impl Primary {
         drop(current);
         self.changed.notify_waiters();
         true
+    }
+
+    /// Announces a change of the replicas: sessions rebuild their read pools before their next
+    /// transaction, as they do when the primary moves.
+    pub fn replicas_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
     }
 
     /// Whether some backend can take writes (false during a failover until a new primary is found).

@@ -151,7 +151,7 @@ fn primary_pool(stack: &Stack) -> anyhow::Result<Arc<Pool>> {
 async fn primary_backends(direct: &tokio_postgres::Client) -> anyhow::Result<i64> {
     Ok(direct
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE 'pgroute %'",
             &[],
         )
         .await?
@@ -318,4 +318,118 @@ async fn shutdown_closes_what_is_left_at_its_deadline() -> anyhow::Result<()> {
         "the stuck client is still connected"
     );
     Ok(())
+}
+
+/// The port of the server that answers `c`'s next read.
+async fn read_port(c: &tokio_postgres::Client) -> anyhow::Result<u16> {
+    let port: i32 = c.query_one("SELECT inet_server_port()", &[]).await?.get(0);
+    Ok(u16::try_from(port)?)
+}
+
+/// Reads through `c` until one is answered by `port`.
+async fn reads_reach(c: &tokio_postgres::Client, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_port(c).await? != port {
+        anyhow::ensure!(Instant::now() < deadline, "reads never reached port {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn reload_adds_and_removes_replicas_and_moves_the_primary_without_dropping_clients(
+) -> anyhow::Result<()> {
+    // The cluster has a replica, but pgroute starts without it: reads go to the primary.
+    let stack = Stack::start(1, |c| c.backends.replicas.clear()).await?;
+    let proxy = stack.proxy.proxy.clone();
+    let replica = stack.cluster.replicas()[0].clone();
+    let primary_port = stack.cluster.primary().port;
+    let client = stack.connect().await?;
+    assert_eq!(read_port(&client).await?, primary_port);
+    let load = Load::start(&stack, 8, &["SELECT 1", "BEGIN; SELECT 2; COMMIT"]).await?;
+
+    // Added: the same connected client's reads reach it once the lag monitor has measured it.
+    let mut with_replica = (*proxy.config()).clone();
+    with_replica.backends.replicas = vec![pgroute::config::ReplicaConfig::from(
+        replica
+            .host_port()
+            .parse::<pgroute::config::BackendAddr>()
+            .map_err(anyhow::Error::msg)?,
+    )];
+    let report = proxy.reload(with_replica.clone())?;
+    assert_eq!(report.applied, ["backends.replicas"]);
+    assert!(report.needs_restart.is_empty());
+    reads_reach(&client, replica.port).await?;
+
+    // The primary moves (here: to a fault proxy in front of the same server, so the data is there).
+    let front = pgroute_tests::fault::FaultProxy::start(stack.cluster.primary().addr()).await?;
+    let mut moved = with_replica.clone();
+    moved.backends.primary = Some(
+        front
+            .addr()
+            .to_string()
+            .parse()
+            .map_err(anyhow::Error::msg)?,
+    );
+    proxy.reload(moved.clone())?;
+    let before = front.attempts();
+    client
+        .execute("SELECT pg_advisory_xact_lock(1)", &[])
+        .await?;
+    assert!(
+        front.attempts() > before,
+        "the write did not go to the new primary address"
+    );
+    assert_eq!(
+        proxy.primary().address().to_string(),
+        front.addr().to_string()
+    );
+
+    // Removed: reads come back to the primary, and the replica's connections are closed.
+    let mut without = moved.clone();
+    without.backends.replicas.clear();
+    proxy.reload(without)?;
+    for _ in 0..20 {
+        assert_eq!(read_port(&client).await?, primary_port);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let errors = load.finish().await?;
+    assert_eq!(errors, 0, "clients saw errors during the reloads");
+    Ok(())
+}
+
+#[tokio::test]
+async fn drain_sends_new_reads_elsewhere_and_lets_running_ones_finish() -> anyhow::Result<()> {
+    let stack = Stack::start(1, |_| {}).await?;
+    let proxy = stack.proxy.proxy.clone();
+    let replica = stack.cluster.replicas()[0].clone();
+    let replica_addr: pgroute::config::BackendAddr =
+        replica.host_port().parse().map_err(anyhow::Error::msg)?;
+    let reader = stack.connect().await?;
+    reads_reach(&reader, replica.port).await?;
+
+    // A read-only transaction running on the replica when it is drained finishes there.
+    let running = stack.connect().await?;
+    loop {
+        running.batch_execute("BEGIN READ ONLY").await?;
+        if read_port(&running).await? == replica.port {
+            break;
+        }
+        running.batch_execute("COMMIT").await?;
+    }
+    proxy.drain(&replica_addr)?;
+    assert_eq!(read_port(&running).await?, replica.port);
+    running.batch_execute("COMMIT").await?;
+
+    // New reads go to the primary while drained; the primary itself cannot be drained.
+    for _ in 0..20 {
+        assert_eq!(read_port(&reader).await?, stack.cluster.primary().port);
+    }
+    let err = proxy
+        .drain(&proxy.primary().address())
+        .expect_err("drained the primary");
+    assert!(err.to_string().contains("switchover"), "{err}");
+
+    proxy.undrain(&replica_addr)?;
+    reads_reach(&reader, replica.port).await
 }

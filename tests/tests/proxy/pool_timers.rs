@@ -27,7 +27,7 @@ async fn backend_pids(direct: &tokio_postgres::Client) -> anyhow::Result<BTreeSe
         HANG,
         direct.query(
             "select pid from pg_stat_activity \
-             where backend_type = 'client backend' and pid <> pg_backend_pid()",
+             where backend_type = 'client backend' and pid <> pg_backend_pid() and application_name NOT LIKE 'pgroute %'",
             &[],
         ),
     )
@@ -215,7 +215,7 @@ async fn dead_idle_connections_are_replaced_while_idle() -> anyhow::Result<()> {
     direct
         .batch_execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE 'pgroute %'",
         )
         .await?;
     let second = wait_for_backends(&direct, Duration::from_secs(5), "two new backends", |p| {

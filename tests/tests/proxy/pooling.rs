@@ -171,7 +171,7 @@ async fn transaction_mode_multiplexes_and_keeps_transactions_whole() -> anyhow::
     let direct = stack.connect_direct().await?;
     let backends: i64 = direct
         .query_one(
-            "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() and application_name NOT LIKE 'pgroute %'",
             &[],
         )
         .await?

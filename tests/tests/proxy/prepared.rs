@@ -31,7 +31,7 @@ async fn value(client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<(St
 /// a fresh connection instead of meeting one that is still shutting down.
 async fn kill_pooled_backends(direct: &tokio_postgres::Client) -> anyhow::Result<()> {
     let others =
-        "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+        "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE 'pgroute %'";
     direct
         .batch_execute(&format!("SELECT pg_terminate_backend(pid) {others}"))
         .await?;
