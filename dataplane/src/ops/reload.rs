@@ -172,18 +172,27 @@ mod tests {
         assert_eq!(applied.pool.queue_timeout, Duration::from_secs(2));
         assert!(applied.routing.users.contains_key("reporting"));
         assert_eq!(applied.server.listen, base().server.listen);
-        assert_eq!(applied.backends.primary, base().backends.primary);
+        assert_eq!(
+            applied.backends.primary,
+            Some("10.0.0.1:5432".parse().expect("addr")),
+            "backends reload"
+        );
         assert_eq!(
             applied.tls.server_ca_file, None,
             "an added restart-only key is not added"
         );
         assert_eq!(
             report.applied,
-            ["pool.pool_size", "pool.queue_timeout", "routing.users"]
+            [
+                "backends.primary",
+                "pool.pool_size",
+                "pool.queue_timeout",
+                "routing.users"
+            ]
         );
         assert_eq!(
             report.needs_restart,
-            ["backends.primary", "server.listen", "tls.server_ca_file"]
+            ["server.listen", "tls.server_ca_file"]
         );
     }
 
