@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Health checks, circuit breakers and rehydration, per backend.
+/// Health checks, circuit breakers and rehydration, per backend. Restart to change (each backend's
+/// checks and breaker are built with them).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
@@ -71,7 +72,7 @@ impl Default for HealthConfig {
     }
 }
 
-/// Following a new primary in standalone mode (pgroute never promotes anything itself).
+/// Following a new primary in standalone mode (pgroute never promotes anything itself). Reloadable.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailoverConfig {

@@ -165,10 +165,11 @@ impl KeepaliveConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendsConfig {
-    /// The primary, `host:port`. Required.
+    /// The primary, `host:port`. Required. Reloadable: new transactions go to the new address, those
+    /// running on the old one finish. Health checks may move it on failover (`[failover]`).
     pub primary: Option<BackendAddr>,
     /// Streaming replicas: `"host:port"`, or `{ address = "host:port", weight = 2 }` for a share of
-    /// reads other than 1. Default none (everything runs on the primary). Restart to change.
+    /// reads other than 1. Default none (everything runs on the primary). Reloadable.
     pub replicas: Vec<ReplicaConfig>,
 }
 
