@@ -561,3 +561,87 @@ async fn a_backend_refusing_connections_for_30s_meets_no_connection_storm() -> a
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replica_back_from_an_outage_is_rehydrated_in_batches() -> anyhow::Result<()> {
+    let stack = Stack::start(1, |_| {}).await?;
+    let replica = stack.cluster.replicas()[0].clone();
+    let fault = FaultProxy::start(replica.addr()).await?;
+    let (batch, delay) = (2u32, Duration::from_millis(500));
+    let proxy = pgroute_tests::start_proxy(stack.cluster.primary().addr(), |c| {
+        c.backends.replicas = vec![pgroute::config::ReplicaConfig::from(
+            fault
+                .addr()
+                .to_string()
+                .parse::<pgroute::config::BackendAddr>()
+                .expect("address"),
+        )];
+        c.health.interval = Duration::from_millis(200);
+        c.health.rehydration_batch = batch;
+        c.health.rehydration_delay = delay;
+    })
+    .await?;
+    let replica_addr: pgroute::config::BackendAddr = fault
+        .addr()
+        .to_string()
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let health = proxy.proxy.backends().get(&replica_addr);
+    let opened = || -> u64 {
+        proxy
+            .proxy
+            .pools()
+            .all()
+            .iter()
+            .filter(|p| p.key().backend == replica_addr)
+            .map(|p| p.stats().connects.load(Ordering::Relaxed))
+            .sum()
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = spawn_clients(proxy.addr, 20, READ_PORT, stop.clone());
+    until("reads on the replica", Duration::from_secs(20), || {
+        opened() > 0
+    })
+    .await?;
+    // An outage: every connection cut and new ones refused until the checks mark it down.
+    fault.set(Fault::Refuse);
+    fault.reset_all();
+    until("the replica marked down", Duration::from_secs(10), || {
+        !health.is_up()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = opened();
+    fault.set(Fault::None);
+    until("the replica back up", Duration::from_secs(10), || {
+        health.is_up()
+    })
+    .await?;
+    let back = Instant::now();
+    // Sample the pace: never more than `batch` per `delay` window (one window of slack for the
+    // moment the recovery was noticed here).
+    let mut samples = Vec::new();
+    while back.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let elapsed = back.elapsed();
+        let windows = (elapsed.as_millis() / delay.as_millis()) as u64 + 2;
+        samples.push((elapsed, opened() - before, u64::from(batch) * windows));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = opened() - before;
+    stop.store(true, Ordering::Relaxed);
+    collect(handles).await?;
+
+    for (elapsed, n, allowed) in &samples {
+        assert!(
+            n <= allowed,
+            "{n} connections opened {elapsed:?} after recovery; the pace allows {allowed}: {samples:?}"
+        );
+    }
+    assert!(
+        later > u64::from(batch) * 2,
+        "the pool never grew past the first batches ({later} connections): the pace must end when demand is met"
+    );
+    Ok(())
+}
