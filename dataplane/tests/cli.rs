@@ -193,3 +193,120 @@ fn demo_cleans_up_on_ctrl_c() {
         "data directory left behind"
     );
 }
+
+/// Sends `sig` (a `kill` name) to `pid`.
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig}");
+}
+
+/// `psql -c sql` through pgroute on `port`, as a child process.
+fn psql(bin: &std::path::Path, port: u16, sql: &str) -> std::process::Child {
+    Command::new(bin.join("psql"))
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql runs")
+}
+
+fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> Option<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status.success());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// PgBouncer's signals on the real binary: SIGUSR1 pauses (a new transaction waits), SIGUSR2 resumes
+/// it, SIGHUP re-reads the config file and applies what changed, SIGTERM stops cleanly.
+#[test]
+fn signals_pause_resume_reload_and_stop() {
+    let cluster = pgroute_cluster::Cluster::start(pgroute_cluster::ClusterOptions {
+        replicas: 0,
+        ..Default::default()
+    })
+    .expect("cluster");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("pgroute-signals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let config = dir.join("pgroute.toml");
+    let write_config = |pool_size: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[backends]\nprimary = \"{}\"\n[pool]\npool_size = {pool_size}\n",
+                cluster.primary().host_port()
+            ),
+        )
+        .expect("config");
+    };
+    write_config(2);
+    let log = dir.join("stderr.log");
+    let mut child = pgroute()
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bin = cluster.bin_dir().to_path_buf();
+    assert_eq!(
+        wait_with_deadline(&mut psql(&bin, port, "select 1"), Duration::from_secs(10)),
+        Some(true)
+    );
+
+    signal(pid, "USR1");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut held = psql(&bin, port, "select 42");
+    assert_eq!(
+        wait_with_deadline(&mut held, Duration::from_secs(1)),
+        None,
+        "a transaction ran while paused"
+    );
+    signal(pid, "USR2");
+    assert_eq!(
+        wait_with_deadline(&mut held, Duration::from_secs(10)),
+        Some(true)
+    );
+    let out = held.wait_with_output().expect("output");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+
+    write_config(3);
+    signal(pid, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("configuration reloaded") && text.contains("pool.pool_size") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        wait_with_deadline(&mut psql(&bin, port, "select 1"), Duration::from_secs(10)),
+        Some(true)
+    );
+
+    signal(pid, "TERM");
+    let status = wait_with_deadline(&mut child, Duration::from_secs(10));
+    assert_eq!(status, Some(true), "did not stop cleanly");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -351,7 +351,7 @@ async fn client_gone(client: &ClientConn) {
 /// Whether a read candidate's backend may take reads now (health checks, breaker, role); the
 /// primary's share of reads follows the primary, not the replica rules.
 fn healthy(c: &Candidate) -> bool {
-    c.is_primary || c.pool.health().accepts_reads()
+    !c.pool.is_closed() && (c.is_primary || c.pool.health().accepts_reads())
 }
 
 /// Checks out a backend, giving up if the client closes its connection while queued: its statement
@@ -805,8 +805,11 @@ impl Session {
             }
             None if Arc::ptr_eq(&self.pool, &self.primary) => self.checkout_primary(client).await?,
             None => match checkout_unless_gone(&self.pool, client, self.priority).await {
+                // Closed: the replica left the configuration between routing and checkout.
                 Err(SessionError::Pool(
-                    e @ (PoolError::Connect { .. } | PoolError::BreakerOpen { .. }),
+                    e @ (PoolError::Connect { .. }
+                    | PoolError::BreakerOpen { .. }
+                    | PoolError::Closed(_)),
                 )) => {
                     tracing::warn!(backend = %self.pool.key().backend, error = %crate::error_chain(&e), "replica unreachable; running the batch on the primary");
                     let counters = self.proxy.router().counters();
