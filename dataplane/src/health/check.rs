@@ -83,7 +83,14 @@ fn record(proxy: &Proxy, health: &BackendHealth, result: Result<Option<bool>, St
     match transition {
         Transition::WentDown => {
             proxy.pools().drop_idle(&health.address);
-            tracing::warn!(backend = %health.address, error = health.last_error().unwrap_or_default(), "backend marked down by health checks: it takes no queries, and transactions running on it were ended");
+            // A replica's reads are ended at once (a frozen server would hold them until TCP gives
+            // up; the client can retry elsewhere). The primary's transactions are ended only if a
+            // failover moves away from it: a primary too slow to answer checks may still commit them.
+            let primary = health.address == proxy.primary().address();
+            if !primary {
+                health.end_transactions();
+            }
+            tracing::warn!(backend = %health.address, primary, error = health.last_error().unwrap_or_default(), "backend marked down by health checks: it takes no new transactions");
         }
         Transition::CameUp => {
             tracing::info!(backend = %health.address, "backend back up: health checks pass again")
