@@ -41,7 +41,7 @@ pub struct DemoArgs {
 }
 
 /// Flags for running the proxy; each overrides the same key of the config file.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
     /// TOML configuration file (see pgroute.example.toml).
     #[arg(long, short = 'c', value_name = "PATH")]

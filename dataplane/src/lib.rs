@@ -4,9 +4,11 @@
 //! single serde tree of settings, `auth` the credentials, `proxy` the shared state every session sees,
 //! and `demo` the embedded cluster walkthrough behind `pgroute demo`. See `docs/architecture.md`.
 
+pub mod admin;
 pub mod auth;
 pub mod classify;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod demo;
 pub mod health;

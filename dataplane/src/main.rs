@@ -69,6 +69,10 @@ async fn run(config: pgroute::Config, args: &RunArgs) -> ExitCode {
             });
         }
     };
+    let source = args.clone();
+    running
+        .proxy
+        .set_config_source(pgroute::ops::ConfigSource::new(move || source.to_config()));
     tracing::info!(listen = %running.addr, primary = %running.proxy.primary().address(), "pgroute ready");
     wait_for_shutdown(&running.proxy, args).await;
     let timeout = running.proxy.config().server.shutdown_timeout;
@@ -77,7 +81,7 @@ async fn run(config: pgroute::Config, args: &RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGTERM or Ctrl-C. Meanwhile, as in PgBouncer: SIGHUP reloads (the config file, the auth
+/// Waits for SIGTERM, Ctrl-C or the admin console's SHUTDOWN. Meanwhile, as in PgBouncer: SIGHUP reloads (the config file, the auth
 /// file and the TLS certificate), SIGUSR1 pauses, SIGUSR2 resumes.
 async fn wait_for_shutdown(proxy: &Arc<pgroute::Proxy>, args: &RunArgs) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -94,6 +98,8 @@ async fn wait_for_shutdown(proxy: &Arc<pgroute::Proxy>, args: &RunArgs) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
+            // The admin console's SHUTDOWN.
+            () = proxy.shutdown_requested() => return,
             _ = hup.recv() => reload(proxy, args),
             // Pausing waits for transactions in flight; SIGUSR2 must still be heard meanwhile.
             _ = usr1.recv() => drop(tokio::spawn({

@@ -41,6 +41,12 @@ pub struct Proxy {
     tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
     /// PAUSE/RESUME and shutdown: what each new transaction passes.
     gate: crate::ops::Gate,
+    /// Logged-in clients, for the admin console (`SHOW CLIENTS`, `SHOW POOLS`).
+    registry: Arc<crate::clients::Clients>,
+    /// What RELOAD re-reads (set by the binary; none in-process).
+    config_source: std::sync::OnceLock<crate::ops::ConfigSource>,
+    /// Set by the admin console's SHUTDOWN; whoever runs the proxy (the binary) waits on it.
+    shutdown_request: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why a backend cannot be drained.
@@ -120,6 +126,9 @@ impl Proxy {
             per_database: Arc::default(),
             tls: std::sync::RwLock::new(tls),
             gate: crate::ops::Gate::default(),
+            registry: Arc::default(),
+            config_source: std::sync::OnceLock::new(),
+            shutdown_request: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -291,7 +300,12 @@ impl Proxy {
         &self.cancels
     }
 
-    /// Clients logged in right now.
+    /// Every logged-in client (admin console sessions included), with what it is doing.
+    pub fn clients(&self) -> &Arc<crate::clients::Clients> {
+        &self.registry
+    }
+
+    /// Clients admitted right now (logging in or logged in).
     pub fn client_count(&self) -> u32 {
         self.clients.load(Ordering::Relaxed)
     }
@@ -400,6 +414,34 @@ impl Proxy {
     /// [`crate::Running::shutdown`]'s.
     pub fn begin_shutdown(&self) {
         self.gate.shut_down();
+    }
+
+    /// Where RELOAD re-reads the configuration from (the binary: its file and flags). Set once; later
+    /// calls are ignored.
+    pub fn set_config_source(&self, source: crate::ops::ConfigSource) {
+        let _ = self.config_source.set(source);
+    }
+
+    /// RELOAD from the configuration source (the admin console's RELOAD, SIGHUP in the binary).
+    pub fn reload_from_source(&self) -> Result<crate::ops::ReloadReport, crate::ops::ReloadError> {
+        use crate::ops::ReloadError;
+        let source = self.config_source.get().ok_or(ReloadError::NoSource)?;
+        let config = source.load().map_err(ReloadError::Invalid)?;
+        self.reload(config)
+    }
+
+    /// Asks whoever runs the proxy to shut it down gracefully (the admin console's SHUTDOWN). The
+    /// binary waits on [`Proxy::shutdown_requested`] next to SIGTERM and then runs
+    /// [`crate::Running::shutdown`].
+    pub fn request_shutdown(&self) {
+        tracing::info!("shutdown requested from the admin console");
+        self.shutdown_request.send_replace(true);
+    }
+
+    /// Completes once [`Proxy::request_shutdown`] was called (at once if it already was).
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown_request.subscribe();
+        let _ = rx.wait_for(|requested| *requested).await;
     }
 
     /// RELOAD: applies `new` without dropping clients, or rejects it as a whole (nothing changes). Keys

@@ -24,6 +24,8 @@ pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 pub const PARSE_COMPLETE: u8 = b'1';
 pub const CLOSE_COMPLETE: u8 = b'3';
 pub const DATA_ROW: u8 = b'D';
+pub const ROW_DESCRIPTION: u8 = b'T';
+pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
 
 /// Transaction status carried by ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +250,44 @@ pub fn command_complete(out: &mut BytesMut, tag: &str) {
     finish_message(out, at);
 }
 
+/// Appends RowDescription for a result in text format: each column's name and type OID (no table,
+/// size -1, modifier -1), which is all a client needs to read the values of the DataRows that follow.
+pub fn row_description(out: &mut BytesMut, columns: &[(&str, u32)]) {
+    let at = begin_message(out, ROW_DESCRIPTION);
+    out.put_i16(columns.len() as i16);
+    for (name, type_oid) in columns {
+        put_cstr(out, name);
+        out.put_i32(0); // table OID
+        out.put_i16(0); // column number
+        out.put_u32(*type_oid);
+        out.put_i16(-1); // type size
+        out.put_i32(-1); // type modifier
+        out.put_i16(0); // text format
+    }
+    finish_message(out, at);
+}
+
+/// Appends DataRow with text values (`None` is SQL NULL).
+pub fn data_row(out: &mut BytesMut, values: &[Option<&str>]) {
+    let at = begin_message(out, DATA_ROW);
+    out.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.extend_from_slice(v.as_bytes());
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    finish_message(out, at);
+}
+
+/// Appends EmptyQueryResponse (the answer to a query string with no statement in it).
+pub fn empty_query_response(out: &mut BytesMut) {
+    out.extend_from_slice(&[EMPTY_QUERY_RESPONSE, 0, 0, 0, 4]);
+}
+
 /// Appends ReadyForQuery.
 pub fn ready_for_query(out: &mut BytesMut, status: TxStatus) {
     out.extend_from_slice(&[READY_FOR_QUERY, 0, 0, 0, 5, status.as_byte()]);
@@ -285,6 +325,27 @@ mod tests {
         assert_eq!(data_row_values(&body), Ok(vec![Some(&b"hi"[..]), None]));
         assert!(data_row_values(&body[..7]).is_err());
         assert!(data_row_values(&[0]).is_err());
+    }
+
+    #[test]
+    fn row_description_and_data_row_round_trip() {
+        let mut out = BytesMut::new();
+        row_description(&mut out, &[("database", 25), ("cl_active", 20)]);
+        assert_eq!(out[0], ROW_DESCRIPTION);
+        let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len + 1, out.len());
+        assert_eq!(&out[5..7], &[0, 2]);
+        assert_eq!(&out[7..16], b"database\0");
+        let mut out = BytesMut::new();
+        data_row(&mut out, &[Some("app"), None, Some("")]);
+        assert_eq!(out[0], DATA_ROW);
+        assert_eq!(
+            data_row_values(&out[5..]),
+            Ok(vec![Some(&b"app"[..]), None, Some(&b""[..])])
+        );
+        let mut out = BytesMut::new();
+        empty_query_response(&mut out);
+        assert_eq!(&out[..], &[b'I', 0, 0, 0, 4]);
     }
 
     #[test]

@@ -161,6 +161,15 @@ impl Users {
         }
     }
 
+    /// A user's secret from the auth file alone, never from `auth_query` (the admin console's logins).
+    pub fn file_secret(&self, user: &str) -> Option<Secret> {
+        let file = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        file.secret(user).cloned()
+    }
+
     /// The SCRAM verifier for a secret, derived once for file users; for `auth_query` users the secret
     /// is already one (or a plain password, derived here).
     pub fn scram_verifier(&self, user: &str, secret: &Secret) -> Option<ScramVerifier> {

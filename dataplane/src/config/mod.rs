@@ -8,6 +8,7 @@
 //! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
 
 mod address;
+mod admin;
 mod health;
 
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use address::BackendAddr;
+pub use admin::AdminConfig;
 pub use health::{FailoverConfig, HealthConfig};
 
 /// Errors loading or validating configuration. Each names the key at fault.
@@ -48,6 +50,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub health: HealthConfig,
     pub failover: FailoverConfig,
+    pub admin: AdminConfig,
 }
 
 /// The client-facing side.
@@ -768,6 +771,9 @@ impl Config {
                 "health.breaker_failure_rate",
                 "must be between 0 and 1",
             ));
+        }
+        if self.admin.database.is_empty() {
+            return Err(invalid("admin.database", "must not be empty"));
         }
         if self.pool.min_idle > self.pool.pool_size.get() {
             return Err(invalid("pool.min_idle", "must not exceed pool.pool_size"));

@@ -5,6 +5,8 @@
 
 mod gate;
 mod reload;
+mod source;
 
 pub use gate::{Gate, InFlightGuard, Phase, ShuttingDown};
 pub use reload::{plan, ReloadError, ReloadReport, RESTART_ONLY};
+pub use source::ConfigSource;

@@ -71,6 +71,8 @@ pub enum ReloadError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("no configuration to re-read: this proxy was started without a configuration source (in-process, not from the pgroute binary)")]
+    NoSource,
 }
 
 /// The configuration to run with after a reload of `new` over `old`: `new`, except the restart-only

@@ -16,6 +16,7 @@ mod maintain;
 mod query;
 mod resize;
 mod server;
+mod servers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -34,6 +35,7 @@ pub(crate) use connect::read_frame;
 pub use connect::{connect, ConnectError, ConnectOptions};
 pub use query::{QueryError, Row};
 pub use server::{BackendKey, ServerConn};
+pub use servers::{ServerInfo, ServerList};
 
 /// ParameterStatus values a backend reported at login, shared by every client of the pool.
 pub type ServerParams = Arc<Vec<(String, String)>>;
@@ -100,6 +102,9 @@ pub struct PoolStats {
     pub rejected: AtomicU64,
     /// Low-priority clients shed (`shed_queue_depth`), since start.
     pub shed: AtomicU64,
+    /// Time clients spent queued for a connection, in microseconds, since start (`SHOW STATS`
+    /// `total_wait_time`); a checkout that finds a free connection adds nothing.
+    pub wait_us: AtomicU64,
 }
 
 /// One pool of backend connections.
@@ -130,6 +135,8 @@ pub struct Pool {
     closed: AtomicBool,
     /// Permits still to be taken out of circulation after the pool shrank.
     resize: resize::Resize,
+    /// Every open connection of this pool, for `SHOW SERVERS`.
+    servers: Arc<ServerList>,
 }
 
 /// Statement names known to prepare, per (database, user).
@@ -160,6 +167,7 @@ impl Pool {
             health,
             closed: AtomicBool::new(false),
             resize: resize::Resize::default(),
+            servers: Arc::default(),
         })
     }
 
@@ -187,6 +195,11 @@ impl Pool {
 
     pub fn stats(&self) -> &PoolStats {
         &self.stats
+    }
+
+    /// The pool's open connections (`SHOW SERVERS`).
+    pub fn servers(&self) -> &ServerList {
+        &self.servers
     }
 
     pub fn size(&self) -> u32 {
@@ -236,7 +249,13 @@ impl Pool {
     ) -> Result<PooledConn, PoolError> {
         let (permit, reserve) = match self.permits.clone().try_acquire_owned() {
             Ok(p) => (p, false),
-            Err(_) => self.wait_for_permit(priority).await?,
+            Err(_) => {
+                let queued = Instant::now();
+                let waited = self.wait_for_permit(priority).await;
+                let us = queued.elapsed().as_micros() as u64;
+                self.stats.wait_us.fetch_add(us, Ordering::Relaxed);
+                waited?
+            }
         };
         // Counted before anything can fail, so the guard's drop always has something to take back.
         if reserve {
@@ -255,6 +274,7 @@ impl Pool {
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
+        conn.set_active(true);
         guard.conn = Some(conn);
         Ok(guard)
     }
@@ -373,10 +393,11 @@ impl Pool {
             // The server answered: healthy, whatever it thought of this login.
             Err(_) => self.health.connected(),
         }
-        let conn = conn.map_err(|source| PoolError::Connect {
+        let mut conn = conn.map_err(|source| PoolError::Connect {
             backend: self.key.backend.clone(),
             source,
         })?;
+        conn.list_in(&self.servers);
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.server_params.lock() {
@@ -398,6 +419,7 @@ impl Pool {
             return;
         }
         conn.touch(Instant::now());
+        conn.set_active(false);
         match self.idle.lock() {
             Ok(mut idle) => idle.push(conn),
             Err(_) => {

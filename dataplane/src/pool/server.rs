@@ -32,6 +32,8 @@ pub struct ServerConn {
     pub(crate) applied: SessionVars,
     /// Statements the proxy prepared on this connection for transaction-mode clients.
     pub(crate) prepared: BackendStatements,
+    /// Its entry in the pool's list of connections (`SHOW SERVERS`); none outside pools.
+    pub(crate) listed: Option<super::servers::Listed>,
 }
 
 impl ServerConn {
@@ -53,6 +55,7 @@ impl ServerConn {
             last_used: now,
             applied: SessionVars::default(),
             prepared: BackendStatements::default(),
+            listed: None,
         }
     }
 
@@ -76,6 +79,20 @@ impl ServerConn {
 
     pub(crate) fn idle_for(&self) -> Duration {
         self.last_used.elapsed()
+    }
+
+    /// Lists the connection in its pool's `SHOW SERVERS` list.
+    pub(crate) fn list_in(&mut self, list: &std::sync::Arc<super::servers::ServerList>) {
+        let local = self.stream.tcp().and_then(|t| t.local_addr().ok());
+        let tls = self.stream.is_tls();
+        self.listed = Some(list.add(self.key.pid, self.addr, local, tls));
+    }
+
+    /// Marks the connection checked out (`true`) or back in the pool, for `SHOW SERVERS`.
+    pub(crate) fn set_active(&self, active: bool) {
+        if let Some(listed) = &self.listed {
+            listed.set_active(active);
+        }
     }
 
     pub(crate) fn touch(&mut self, now: Instant) {

@@ -72,6 +72,8 @@ pub enum SessionError {
     StateReplay { code: String, message: String },
     #[error(transparent)]
     ShuttingDown(#[from] crate::ops::ShuttingDown),
+    #[error("user \"{user}\" is not allowed to use the pgroute admin console (database \"{database}\"): it is in neither admin.users nor admin.stats_users")]
+    NotAdmin { user: String, database: String },
 }
 
 impl SessionError {
@@ -81,7 +83,7 @@ impl SessionError {
             SessionError::ClientIo(_)
             | SessionError::ClientGone
             | SessionError::TlsHandshake(_) => return None,
-            SessionError::TlsRequired => ("FATAL", "28000"),
+            SessionError::TlsRequired | SessionError::NotAdmin { .. } => ("FATAL", "28000"),
             SessionError::Protocol(_) => ("FATAL", "08P01"),
             SessionError::TooManyClients { .. } | SessionError::TooManyForName { .. } => {
                 ("FATAL", "53300")

@@ -8,6 +8,7 @@
 mod cancel;
 mod client;
 mod consistency;
+mod console;
 mod error;
 mod handshake;
 mod local;
@@ -114,9 +115,14 @@ async fn open(stream: TcpStream, proxy: Arc<Proxy>) -> Option<Box<Connection>> {
     }
     let mut client = ClientConn::new(stream, proxy.config().server.max_message_size);
     match login_within_timeout(&mut client, &proxy).await {
-        Ok(Some(session)) => {
+        Ok(Some(Opened::Session(session))) => {
             client.release_buffers();
             Some(Box::new(Connection { client, session }))
+        }
+        Ok(Some(Opened::Console(console))) => {
+            let ended = console.serve(&mut client, &proxy).await;
+            finish(&mut client, ended).await;
+            None
         }
         Ok(None) => {
             finish(&mut client, Ok(())).await;
@@ -139,10 +145,18 @@ async fn finish(client: &mut ClientConn, ended: Result<(), SessionError>) {
     let _ = client.stream.shutdown().await;
 }
 
+/// A logged-in client: a pooled session, or the admin console. Moved once per login, so the size
+/// difference between the two costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Opened {
+    Session(Session),
+    Console(console::ConsoleSession),
+}
+
 async fn login_within_timeout(
     client: &mut ClientConn,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Session>, SessionError> {
+) -> Result<Option<Opened>, SessionError> {
     let timeout = proxy.config().server.client_login_timeout;
     match tokio::time::timeout(timeout, login(client, proxy)).await {
         Ok(r) => r,
@@ -155,7 +169,7 @@ async fn login_within_timeout(
 async fn login(
     client: &mut ClientConn,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Session>, SessionError> {
+) -> Result<Option<Opened>, SessionError> {
     let config = proxy.config();
     let tls = proxy.tls();
     let params =
@@ -194,8 +208,11 @@ async fn login(
         .to_owned();
     let auth_type = config.auth.auth_type;
     let users = proxy.users();
+    let to_console = database == config.admin.database;
     let secret = match auth_type {
         AuthType::Trust => None,
+        // The console is no database: its users come from the auth file only.
+        _ if to_console => users.file_secret(&user),
         _ => users
             .secret(&user, &database, proxy.pools(), &proxy.primary().address())
             .await
@@ -219,6 +236,11 @@ async fn login(
             }
             return Err(e);
         }
+    }
+    if to_console {
+        return console_login(client, proxy, &params, user, database, slot)
+            .await
+            .map(|c| Some(Opened::Console(c)));
     }
     let login_slots = proxy.admit_login(&user, &database)?;
     let timeouts = config.timeouts.for_session(&user, &database);
@@ -268,10 +290,18 @@ async fn login(
         }
     };
     let cancel = proxy.cancels().register();
+    let client_entry = proxy.clients().register(client_login(
+        client,
+        &params,
+        cancel.pid(),
+        &user,
+        &database,
+        false,
+    ));
     answer_login(client, &params, &server_params, &cancel);
     client.flush_out().await?;
     let mode = config.pool.mode;
-    Ok(Some(Session {
+    Ok(Some(Opened::Session(Session {
         proxy: proxy.clone(),
         pool: pool.clone(),
         primary: pool,
@@ -296,9 +326,72 @@ async fn login(
         cancel,
         held: None,
         attached_generation: 0,
+        client_entry,
         _slot: slot,
         _login_slots: login_slots,
-    }))
+    })))
+}
+
+/// An authenticated login to `admin.database`: allowed for `admin.users` and `admin.stats_users`,
+/// refused with FATAL 28000 for everyone else (after authentication, so the lists cannot be probed).
+async fn console_login(
+    client: &mut ClientConn,
+    proxy: &Arc<Proxy>,
+    params: &StartupParams,
+    user: String,
+    database: String,
+    slot: ClientSlot,
+) -> Result<console::ConsoleSession, SessionError> {
+    let access = crate::admin::Access::of(&proxy.config().admin, &user).ok_or_else(|| {
+        SessionError::NotAdmin {
+            user: user.clone(),
+            database: database.clone(),
+        }
+    })?;
+    let cancel = proxy.cancels().register();
+    let entry = proxy.clients().register(client_login(
+        client,
+        params,
+        cancel.pid(),
+        &user,
+        &database,
+        true,
+    ));
+    answer_login(
+        client,
+        params,
+        &console::ConsoleSession::server_params(),
+        &cancel,
+    );
+    client.flush_out().await?;
+    tracing::info!(user, ?access, "admin console login");
+    let console = crate::admin::Console::new(proxy.clone(), user, access);
+    Ok(console::ConsoleSession::new(console, cancel, entry, slot))
+}
+
+/// What the client registry keeps of a login (`SHOW CLIENTS`).
+fn client_login(
+    client: &ClientConn,
+    params: &StartupParams,
+    pid: u32,
+    user: &str,
+    database: &str,
+    admin: bool,
+) -> crate::clients::ClientLogin {
+    let tcp = client.stream.tcp();
+    crate::clients::ClientLogin {
+        pid,
+        user: user.to_owned(),
+        database: database.to_owned(),
+        application_name: params
+            .get("application_name")
+            .unwrap_or_default()
+            .to_owned(),
+        addr: tcp.and_then(|t| t.peer_addr().ok()),
+        local_addr: tcp.and_then(|t| t.local_addr().ok()),
+        tls: client.stream.is_tls(),
+        admin,
+    }
 }
 
 /// A client's pool on the primary, and the places its reads may go: its pools on the replicas (and the
@@ -442,6 +535,8 @@ struct Session {
     /// The backend's `gone_generation` when the attached connection was checked out: if it moved, the
     /// backend was marked down (or retired) since, and the connection must not be used.
     attached_generation: u64,
+    /// This client in the proxy's registry (`SHOW CLIENTS`/`POOLS`): idle, waiting or linked.
+    client_entry: crate::clients::ClientHandle,
     _slot: ClientSlot,
     _login_slots: crate::proxy::LoginSlots,
 }
@@ -484,6 +579,8 @@ impl Session {
                 return Ok(true);
             }
         }
+        // Waiting (for PAUSE or a connection) until linked; idle again when the step ends.
+        let activity = self.client_entry.waiting(self.mode == PoolMode::Session);
         // PAUSE holds a new transaction here; the guard counts it as in flight until the step ends.
         let _in_flight = match self.held.is_none() && self.tracker.at_rest() {
             true => Some(self.proxy.gate().enter().await?),
@@ -507,6 +604,7 @@ impl Session {
             }
         };
         let conn = server.conn();
+        activity.linked(conn.key().pid);
         self.cancel.set_target(Some(CancelTarget {
             addr: conn.addr(),
             key: conn.key(),

@@ -1,5 +1,6 @@
 //! Integration tests: real PostgreSQL, real clients, pgroute in between.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod basic;
