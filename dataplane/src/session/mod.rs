@@ -982,7 +982,7 @@ impl Session {
             });
         }
         self.pool = self.primary.clone();
-        checkout_unless_gone(&self.pool, client, self.priority).await
+        self.checkout_primary(client).await
     }
 
     /// Transaction mode returns the connection; session mode keeps it.
