@@ -228,9 +228,10 @@ fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> Optio
 }
 
 /// PgBouncer's signals on the real binary: SIGUSR1 pauses (a new transaction waits), SIGUSR2 resumes
-/// it, SIGHUP re-reads the config file and applies what changed, SIGTERM stops cleanly.
+/// it, SIGHUP re-reads the config file and applies what changed; the admin console's SHUTDOWN stops it
+/// cleanly (SIGTERM is `starts_listening_and_stops_on_sigterm`).
 #[test]
-fn signals_pause_resume_reload_and_stop() {
+fn signals_pause_resume_reload_and_console_shutdown() {
     let cluster = pgroute_cluster::Cluster::start(pgroute_cluster::ClusterOptions {
         replicas: 0,
         ..Default::default()
@@ -247,7 +248,7 @@ fn signals_pause_resume_reload_and_stop() {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n[backends]\nprimary = \"{}\"\n[pool]\npool_size = {pool_size}\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[backends]\nprimary = \"{}\"\n[pool]\npool_size = {pool_size}\n[admin]\nusers = [\"postgres\"]\n",
                 cluster.primary().host_port()
             ),
         )
@@ -305,8 +306,16 @@ fn signals_pause_resume_reload_and_stop() {
         Some(true)
     );
 
-    signal(pid, "TERM");
+    // The admin console's SHUTDOWN stops the binary as SIGTERM does.
+    let mut shutdown = Command::new(bin.join("psql"))
+        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "postgres", "-d", "pgroute", "-c", "SHUTDOWN"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    let _ = wait_with_deadline(&mut shutdown, Duration::from_secs(10));
     let status = wait_with_deadline(&mut child, Duration::from_secs(10));
-    assert_eq!(status, Some(true), "did not stop cleanly");
+    assert_eq!(status, Some(true), "SHUTDOWN did not stop pgroute cleanly");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
