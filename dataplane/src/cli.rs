@@ -70,12 +70,23 @@ pub struct RunArgs {
     /// PgBouncer-format userlist (auth.file).
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
-    /// Prometheus endpoint address (server.metrics_listen); refused until metrics are built.
+    /// Address of /metrics, /healthz and /readyz (server.metrics_listen), e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Log filter, e.g. `info` or `pgroute=debug` (default from PGROUTE_LOG, else `info`).
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log events are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl RunArgs {
@@ -146,6 +157,20 @@ mod tests {
     fn bad_flag_value_is_refused_by_clap() {
         assert!(Cli::try_parse_from(["pgroute", "--primary", "nohostport"]).is_err());
         assert!(Cli::try_parse_from(["pgroute", "--pool-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn log_format_and_metrics_listen_parse() {
+        let cli = Cli::parse_from([
+            "pgroute",
+            "--log-format",
+            "json",
+            "--metrics-listen",
+            "127.0.0.1:9187",
+        ]);
+        assert_eq!(cli.run.log_format, LogFormat::Json);
+        assert_eq!(cli.run.metrics_listen.as_deref(), Some("127.0.0.1:9187"));
+        assert!(Cli::try_parse_from(["pgroute", "--log-format", "xml"]).is_err());
     }
 
     #[test]

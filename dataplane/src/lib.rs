@@ -15,6 +15,7 @@ pub mod health;
 pub mod keepalive;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod ops;
 pub mod pool;
 pub mod proxy;
@@ -52,6 +53,10 @@ pub use proxy::{Proxy, StartError};
 pub struct Running {
     pub proxy: Arc<Proxy>,
     pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`server.metrics_listen`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serves until the `Running` is dropped, so `/readyz` reports the shutdown while it drains.
+    _metrics: Option<metrics::MetricsServer>,
     shutdown: watch::Sender<bool>,
     /// The listener; it hands back the sessions still running when it stops.
     task: tokio::task::JoinHandle<tokio::task::JoinSet<()>>,
@@ -62,6 +67,8 @@ pub struct Running {
 pub enum RunError {
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ServeError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -93,10 +100,20 @@ impl Running {
             health::lag::spawn(Arc::downgrade(&proxy));
         }
         let (shutdown, rx) = watch::channel(false);
+        let metrics = match (proxy.metrics(), &proxy.config().server.metrics_listen) {
+            (Some(m), Some(listen)) => {
+                let registry = m.registry(Arc::downgrade(&proxy));
+                let weak = Arc::downgrade(&proxy);
+                Some(metrics::serve(listen, registry, weak, shutdown.subscribe()).await?)
+            }
+            _ => None,
+        };
         let task = tokio::spawn(listener::serve(listener, proxy.clone(), rx));
         Ok(Running {
             proxy,
             addr,
+            metrics_addr: metrics.as_ref().map(|m| m.addr),
+            _metrics: metrics,
             shutdown,
             task,
         })

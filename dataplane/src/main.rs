@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pgroute::cli::{Cli, Command, RunArgs};
+use pgroute::cli::{Cli, Command, LogFormat, RunArgs};
 use pgroute::error_chain;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.run.log.as_deref()) {
+    if let Err(e) = init_logging(cli.run.log.as_deref(), cli.run.log_format) {
         eprintln!("pgroute: {e}");
         return ExitCode::from(2);
     }
@@ -54,10 +54,6 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 async fn run(config: pgroute::Config, args: &RunArgs) -> ExitCode {
-    if config.server.metrics_listen.is_some() {
-        eprintln!("pgroute: server.metrics_listen: the metrics endpoint is not built yet (observability issue); remove the setting");
-        return ExitCode::from(2);
-    }
     let running = match pgroute::Running::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -73,7 +69,7 @@ async fn run(config: pgroute::Config, args: &RunArgs) -> ExitCode {
     running
         .proxy
         .set_config_source(pgroute::ops::ConfigSource::new(move || source.to_config()));
-    tracing::info!(listen = %running.addr, primary = %running.proxy.primary().address(), "pgroute ready");
+    tracing::info!(listen = %running.addr, metrics = ?running.metrics_addr, primary = %running.proxy.primary().address(), "pgroute ready");
     wait_for_shutdown(&running.proxy, args).await;
     let timeout = running.proxy.config().server.shutdown_timeout;
     running.shutdown(timeout).await;
@@ -141,17 +137,24 @@ fn reload(proxy: &pgroute::Proxy, args: &RunArgs) {
 }
 
 /// `--log`, else `PGROUTE_LOG`, else `info`; a filter that does not parse is an error, not a silent
-/// fallback.
-fn init_logging(flag: Option<&str>) -> Result<(), String> {
+/// fallback. `--log-format json` writes one JSON object per event (fields flattened), for log shippers.
+fn init_logging(flag: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = flag
         .map(str::to_owned)
         .or_else(|| std::env::var("PGROUTE_LOG").ok())
         .unwrap_or_else(|| "info".to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .map_err(|e| format!("invalid log filter `{filter}` (--log / PGROUTE_LOG): {e}"))?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct Proxy {
     config_source: std::sync::OnceLock<crate::ops::ConfigSource>,
     /// Set by the admin console's SHUTDOWN; whoever runs the proxy (the binary) waits on it.
     shutdown_request: tokio::sync::watch::Sender<bool>,
+    /// Query-path metrics; `None` without `server.metrics_listen` (the hooks then cost a branch).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Why a backend cannot be drained.
@@ -103,6 +105,11 @@ impl Proxy {
                 .chain(config.backends.replicas.iter().map(|r| r.address.clone())),
         ));
         let cancels = CancelRegistry::new(config.server.max_cancels_per_second);
+        let metrics = config
+            .server
+            .metrics_listen
+            .is_some()
+            .then(|| crate::metrics::Metrics::new(config.metrics.top_fingerprints as usize));
         let pools = Pools::new(
             config.pool.clone(),
             config.server.max_message_size,
@@ -129,12 +136,18 @@ impl Proxy {
             registry: Arc::default(),
             config_source: std::sync::OnceLock::new(),
             shutdown_request: tokio::sync::watch::Sender::new(false),
+            metrics,
         }))
     }
 
     /// The configuration in effect (a snapshot: a reload swaps in a new one).
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// Query-path metrics, when `server.metrics_listen` is set.
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The primary right now (it moves on failover).
@@ -160,7 +173,7 @@ impl Proxy {
         self.backends.get(&old).end_transactions();
         self.pools.retire(&old);
         self.primary.set_available(true);
-        tracing::warn!(old = %old, new = %next, "failover followed: writes now go to the new primary; transactions that were running on the old one were ended");
+        tracing::warn!(event = "failover_followed", old = %old, new = %next, "failover followed: writes now go to the new primary; transactions that were running on the old one were ended");
     }
 
     /// Applies a new `[backends]` (RELOAD; the control plane later): a new primary address takes new
@@ -206,7 +219,7 @@ impl Proxy {
         }
         self.replicas.store(Arc::new(replicas));
         if self.primary.set(primary.clone()) {
-            tracing::info!(old = %old_primary, new = %primary, "primary moved by configuration");
+            tracing::info!(event = "primary_moved", old = %old_primary, new = %primary, "primary moved by configuration");
         } else {
             self.primary.replicas_changed();
         }

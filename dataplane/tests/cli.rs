@@ -38,9 +38,9 @@ fn invalid_configuration_is_one_line_naming_the_key_and_exit_2() {
                 "--primary".into(),
                 "127.0.0.1:5432".into(),
                 "--metrics-listen".into(),
-                "127.0.0.1:9187".into(),
+                "nowhere".into(),
             ],
-            "metrics_listen",
+            "server.metrics_listen",
         ),
         (
             vec![

@@ -52,6 +52,10 @@ pub struct Args {
     #[arg(long)]
     pub skip_consistency: bool,
 
+    /// Skip the metrics-overhead step (select-only through pgroute with /metrics off and on, alternating).
+    #[arg(long)]
+    pub skip_overhead: bool,
+
     /// The pgroute binary [default: `pgroute` next to this executable].
     #[arg(long)]
     pub pgroute: Option<PathBuf>,

@@ -14,7 +14,8 @@
 //! WAL 1 s late, it runs a 90/10 read/write workload through pgroute that checks every read against the
 //! client's own last write, against the same workload with every read on the primary
 //! ([`consistency::run`]: stale reads, target 0, and the throughput ratio; `--skip-consistency` leaves it
-//! out). Last it holds thousands of idle clients on each proxy and compares the memory each idle client
+//! out). Before the read-scaling step it runs select-only through pgroute with `/metrics` off and on
+//! ([`overhead::run`]: the on/off ratio against the 5% target; `--skip-overhead` leaves it out). Last it holds thousands of idle clients on each proxy and compares the memory each idle client
 //! costs (`--skip-memory` leaves it out).
 //!
 //! Flow: [`cli::Args`] → [`classify::measure`] → cluster → [`proxies::Proxies::start`] → [`matrix::run`]
@@ -29,6 +30,7 @@ mod cli;
 mod consistency;
 mod idle;
 mod matrix;
+mod overhead;
 mod pgbench;
 mod pgbouncer;
 mod pgroute;
@@ -102,6 +104,18 @@ fn main() -> Result<()> {
         prepared::run(&pgbench, &targets, run_options.duration);
     }
     drop(proxies);
+
+    if !args.skip_overhead {
+        overhead::run(
+            &overhead::Setup {
+                primary,
+                pgbench: &pgbench,
+                pgroute_binary: &pgroute_bin,
+                dir: work.path().join("overhead"),
+            },
+            &run_options,
+        );
+    }
 
     if !args.skip_replicas {
         let setup = replicas::Setup {

@@ -16,7 +16,7 @@ use quick_cache::sync::Cache;
 
 pub use functions::{FunctionPolicy, KNOWN_READS, WRITES};
 pub use hint::Hints;
-pub use normalize::{fingerprint, normalize};
+pub use normalize::{fingerprint, fingerprint_sql, normalize};
 pub use rules::{QueryRule, RuleError, RuleMatch};
 
 use crate::config::RoutingConfig;

@@ -51,6 +51,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub failover: FailoverConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The client-facing side.
@@ -707,6 +708,24 @@ pub enum ServerTlsMode {
     VerifyFull,
 }
 
+/// What `/metrics` reports (served when `server.metrics_listen` is set).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Query fingerprints (normalised query text) with a latency histogram of their own: the busiest
+    /// ones, re-ranked at each scrape; the rest are `fingerprint="other"`. Bounds the series count
+    /// (each histogram is 18 series). Default 50; 0 puts every query in `other`. Restart to change.
+    pub top_fingerprints: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            top_fingerprints: 50,
+        }
+    }
+}
+
 /// Client-facing TLS, and TLS towards backends.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -754,6 +773,12 @@ impl Config {
             key,
             problem: problem.to_owned(),
         };
+        if self.metrics.top_fingerprints > 10_000 {
+            return Err(invalid(
+                "metrics.top_fingerprints",
+                "at most 10000 (each is a histogram of 18 series)",
+            ));
+        }
         if self.backends.primary.is_none() {
             return Err(invalid(
                 "backends.primary",

@@ -166,10 +166,14 @@ impl BackendHealth {
 
     pub fn connected(&self) {
         let now = Instant::now();
-        if self.breaker.state(now) != BreakerState::Closed {
+        let was_open = self.breaker.state(now) != BreakerState::Closed;
+        if was_open {
             self.start_rehydration(now);
         }
         self.breaker.success(now);
+        if was_open {
+            tracing::info!(event = "breaker_closed", backend = %self.address, "circuit breaker closed: a connection attempt succeeded");
+        }
     }
 
     pub fn connect_failed(&self) {
@@ -177,7 +181,7 @@ impl BackendHealth {
         let before = self.breaker.state(now);
         self.breaker.failure(now);
         if before != BreakerState::Open && self.breaker.state(now) == BreakerState::Open {
-            tracing::warn!(backend = %self.address, "circuit breaker opened: connections to this backend fail at once until it recovers");
+            tracing::warn!(event = "breaker_opened", backend = %self.address, "circuit breaker opened: connections to this backend fail at once until it recovers");
         }
     }
 

@@ -156,7 +156,6 @@ impl Breaker {
         if inner.state != BreakerState::Closed {
             inner.state = BreakerState::Closed;
             inner.probes_in_flight = 0;
-            tracing::info!("circuit breaker closed: a connection attempt succeeded");
         }
     }
 

@@ -90,10 +90,10 @@ fn record(proxy: &Proxy, health: &BackendHealth, result: Result<Option<bool>, St
             if !primary {
                 health.end_transactions();
             }
-            tracing::warn!(backend = %health.address, primary, error = health.last_error().unwrap_or_default(), "backend marked down by health checks: it takes no new transactions");
+            tracing::warn!(event = "backend_down", backend = %health.address, primary, error = health.last_error().unwrap_or_default(), "backend marked down by health checks: it takes no new transactions");
         }
         Transition::CameUp => {
-            tracing::info!(backend = %health.address, "backend back up: health checks pass again")
+            tracing::info!(event = "backend_up", backend = %health.address, "backend back up: health checks pass again")
         }
         Transition::None => {}
     }
@@ -128,7 +128,7 @@ fn follow_primary(proxy: &Proxy, no_primary_logged: &mut bool) {
             proxy.primary().set_available(false);
             if !*no_primary_logged {
                 *no_primary_logged = true;
-                tracing::warn!(primary = %current, "the primary is down or in recovery and no other backend is a primary: writes wait (failover.timeout) for one; reads continue on replicas");
+                tracing::warn!(event = "no_primary", backend = %current, "the primary is down or in recovery and no other backend is a primary: writes wait (failover.timeout) for one; reads continue on replicas");
             }
         }
     }

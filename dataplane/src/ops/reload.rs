@@ -42,6 +42,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "health.breaker_half_open_probes",
     "health.rehydration_batch",
     "health.rehydration_delay",
+    "metrics.top_fingerprints",
 ];
 
 /// What a reload did.

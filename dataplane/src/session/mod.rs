@@ -5,6 +5,7 @@
 //! (what the messages mean for state) and `relay` (moving bytes); this module decides when to check a
 //! backend connection out, when it may go back, and what the client is told when something fails.
 
+mod audit;
 mod cancel;
 mod client;
 mod consistency;
@@ -103,6 +104,9 @@ impl Connection {
         if let Some(server) = self.session.held.take() {
             self.session.reset_and_release(server).await;
         }
+        if let (Some(m), Err(e)) = (&self.session.metrics, &ended) {
+            count_error(m.metrics(), e);
+        }
         finish(&mut self.client, ended).await;
     }
 }
@@ -129,9 +133,19 @@ async fn open(stream: TcpStream, proxy: Arc<Proxy>) -> Option<Box<Connection>> {
             None
         }
         Err(e) => {
+            if let Some(m) = proxy.metrics() {
+                count_error(m, &e);
+            }
             finish(&mut client, Err(e)).await;
             None
         }
+    }
+}
+
+/// An error pgroute itself sends a client, counted by SQLSTATE class.
+fn count_error(metrics: &crate::metrics::Metrics, err: &SessionError) {
+    if let Some((_, code)) = err.response() {
+        metrics.error(crate::metrics::ErrorSource::Proxy, &code);
     }
 }
 
@@ -327,6 +341,11 @@ async fn login(
         held: None,
         attached_generation: 0,
         client_entry,
+        metrics: proxy
+            .metrics()
+            .cloned()
+            .map(crate::metrics::SessionMetrics::new),
+        anomaly_log: audit::LogLimit::default(),
         _slot: slot,
         _login_slots: login_slots,
     })))
@@ -537,6 +556,10 @@ struct Session {
     attached_generation: u64,
     /// This client in the proxy's registry (`SHOW CLIENTS`/`POOLS`): idle, waiting or linked.
     client_entry: crate::clients::ClientHandle,
+    /// This session's metric handles and query clock; `None` with metrics off.
+    metrics: Option<crate::metrics::SessionMetrics>,
+    /// Rate of the info-level anomaly log (stale reads prevented) for this session.
+    anomaly_log: audit::LogLimit,
     _slot: ClientSlot,
     _login_slots: crate::proxy::LoginSlots,
 }
@@ -595,6 +618,7 @@ impl Session {
                 }
             }
         }
+        let asked = self.metrics.is_some().then(Instant::now);
         let mut server = match self.attach(client).await {
             Ok(s) => s,
             Err(SessionError::ClientGone) => return Ok(false),
@@ -603,6 +627,7 @@ impl Session {
                 return Ok(true);
             }
         };
+        let observed = asked.map(|t| self.begin_observation(&server, t.elapsed()));
         let conn = server.conn();
         activity.linked(conn.key().pid);
         self.cancel.set_target(Some(CancelTarget {
@@ -631,9 +656,12 @@ impl Session {
                     conn,
                     &mut self.tracker,
                     &mut self.vars,
-                    self.pool.stats(),
-                    release_at_rest,
-                    gate,
+                    relay::Attached {
+                        stats: self.pool.stats(),
+                        release_at_rest,
+                        gate,
+                        metrics: self.metrics.as_mut(),
+                    },
                 ) => end,
                 _ = gone => Err(RelayError::Server(
                     "the backend was marked down by health checks or stopped being the primary".into(),
@@ -641,6 +669,12 @@ impl Session {
             }
         };
         self.cancel.set_target(None);
+        if let (Some(m), Some((role, wait))) = (&mut self.metrics, observed) {
+            let tx = m.end(self.last_decision, server.pool(), role, wait);
+            // The hook for per-transaction tracing: `tx` has route, reason, backend, pool wait,
+            // backend time and fingerprint.
+            tracing::trace!(?tx, "transaction observed");
+        }
         if self.tracker.has_confirmed() {
             self.pool
                 .record_valid_statements(self.tracker.take_confirmed());
@@ -674,6 +708,27 @@ impl Session {
                 reason,
             }),
         }
+    }
+
+    /// Metrics for the transaction starting on `server`: its destination's handles and pool wait.
+    fn begin_observation(
+        &mut self,
+        server: &PooledConn,
+        wait: Duration,
+    ) -> (crate::metrics::Role, Duration) {
+        use crate::metrics::{QueryType, Role};
+        let role = match Arc::ptr_eq(server.pool(), &self.primary) {
+            true => Role::Primary,
+            false => Role::Replica,
+        };
+        let kind = match self.reads.is_empty() {
+            true => QueryType::Unclassified,
+            false => QueryType::of(self.last_decision),
+        };
+        if let Some(m) = &mut self.metrics {
+            m.begin(server.pool(), role, kind, wait);
+        }
+        (role, wait)
     }
 
     /// Where the next batch runs: its route (classification, then the user's or database's default),
@@ -711,7 +766,15 @@ impl Session {
                 .counters()
                 .record(decision.route, decision.reason);
         }
-        tracing::trace!(route = ?decision.route, reason = decision.reason.as_str(), backend = %pool.key().backend, "routed");
+        audit::routed(
+            decision,
+            &pool.key().backend,
+            client.reader.buffer(),
+            client.reader.max_message_size(),
+        );
+        if decision.reason == Reason::ReadYourWrites {
+            self.stale_read_prevented();
+        }
         Ok(pool)
     }
 
@@ -976,6 +1039,7 @@ impl Session {
         // Dropped unreleased when the probe itself failed: the connection's state is unknown.
         counters.record(Route::Primary, Reason::ReadYourWrites);
         self.last_decision = Decision::primary(Reason::ReadYourWrites);
+        self.stale_read_prevented();
         if self.proxy.config().consistency.fallback == LagFallback::Error {
             return Err(SessionError::NoFreshReplica {
                 read_your_writes: true,
@@ -983,6 +1047,22 @@ impl Session {
         }
         self.pool = self.primary.clone();
         self.checkout_primary(client).await
+    }
+
+    /// A read sent to the primary because no replica has replayed this client's last write: logged at
+    /// info (at most once per `audit::ANOMALY_EVERY` per session; every one is counted in
+    /// `pgroute_routing_decisions_total{reason="read_your_writes"}`).
+    fn stale_read_prevented(&mut self) {
+        if let Some(suppressed) = self.anomaly_log.allow(Instant::now()) {
+            tracing::info!(
+                event = "stale_read_prevented",
+                user = %self.user,
+                database = %self.database,
+                backend = %self.primary.key().backend,
+                suppressed,
+                "read sent to the primary: no replica has replayed this client's last write yet"
+            );
+        }
     }
 
     /// Transaction mode returns the connection; session mode keeps it.
@@ -1024,6 +1104,9 @@ impl Session {
         err: SessionError,
     ) -> Result<(), SessionError> {
         tracing::info!(pool = ?self.pool.key(), error = %err, "batch failed without a backend");
+        if let Some(m) = &self.metrics {
+            count_error(m.metrics(), &err);
+        }
         if matches!(err, SessionError::ServerLost { .. }) {
             return Err(err);
         }

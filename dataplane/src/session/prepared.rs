@@ -29,6 +29,8 @@ pub(crate) struct Statement {
     /// Where executions of this statement go, classified at the first execution that needs it and then
     /// kept, so Binds never classify again.
     pub(crate) decision: std::sync::OnceLock<Option<crate::classify::Decision>>,
+    /// Fingerprint of the SQL for per-query metrics, computed at the first execution metrics time.
+    pub(crate) fingerprint: std::sync::OnceLock<u64>,
 }
 
 impl Statement {
@@ -48,6 +50,7 @@ impl Statement {
             server_name,
             parse: parse.freeze(),
             decision: std::sync::OnceLock::new(),
+            fingerprint: std::sync::OnceLock::new(),
         })
     }
 

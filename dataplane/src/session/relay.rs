@@ -16,6 +16,7 @@ use super::prepared::BackendStatements;
 use super::route::RouteGate;
 use super::tracker::{ClientAction, ServerAction, Tracker};
 use super::vars::SessionVars;
+use crate::metrics::SessionMetrics;
 use crate::pool::{PoolStats, ServerConn, ServerStream};
 
 /// How an attached period ended.
@@ -50,6 +51,17 @@ struct Ctx<'a> {
     stats: &'a PoolStats,
     release_at_rest: bool,
     gate: Option<RouteGate<'a>>,
+    /// Times queries and counts backend errors when metrics are on.
+    metrics: Option<&'a mut SessionMetrics>,
+}
+
+/// What an attached period runs with besides the sockets and the client's protocol state.
+pub(crate) struct Attached<'a> {
+    pub(crate) stats: &'a PoolStats,
+    /// Transaction mode: end at rest so the connection can go back.
+    pub(crate) release_at_rest: bool,
+    pub(crate) gate: Option<RouteGate<'a>>,
+    pub(crate) metrics: Option<&'a mut SessionMetrics>,
 }
 
 /// Relays until the backend is at rest (transaction mode) or the client leaves.
@@ -58,11 +70,16 @@ pub(crate) async fn run(
     server: &mut ServerConn,
     tracker: &mut Tracker,
     vars: &mut SessionVars,
-    stats: &PoolStats,
-    release_at_rest: bool,
-    gate: Option<RouteGate<'_>>,
+    attached: Attached<'_>,
 ) -> Result<RelayEnd, RelayError> {
+    let Attached {
+        stats,
+        release_at_rest,
+        gate,
+        metrics,
+    } = attached;
     let ctx = Ctx {
+        metrics,
         client_reader: &mut client.reader,
         server_reader: &mut server.reader,
         backend: &mut server.prepared,
@@ -119,6 +136,7 @@ where
         stats,
         release_at_rest,
         gate,
+        mut metrics,
     } = ctx;
     // Client input held back for a new route (see `RouteGate`): stop reading until at rest.
     let mut held_back = false;
@@ -130,6 +148,7 @@ where
         backend,
         stats,
         &mut to_server_scratch,
+        metrics.as_deref_mut(),
     )
     .map_err(RelayError::ClientProtocol)?;
     if terminated {
@@ -170,7 +189,7 @@ where
                 if n == 0 {
                     return Err(RelayError::Server("the server closed the connection".into()));
                 }
-                to_client = server_batch(server_reader, tracker, vars, backend, &mut to_client_scratch)
+                to_client = server_batch(server_reader, tracker, vars, backend, &mut to_client_scratch, metrics.as_deref_mut())
                     .map_err(|e| RelayError::Server(format!("protocol error: {e}")))?;
                 if release_at_rest && tracker.at_rest() && to_server.is_none() {
                     return Ok(RelayEnd::AtRest { tail: to_client });
@@ -190,7 +209,7 @@ where
                     }
                 }
                 let (batch, terminated) =
-                    client_batch(client_reader, tracker, backend, stats, &mut to_server_scratch)
+                    client_batch(client_reader, tracker, backend, stats, &mut to_server_scratch, metrics.as_deref_mut())
                     .map_err(RelayError::ClientProtocol)?;
                 if terminated {
                     return Ok(RelayEnd::ClientGone { clean: batch.is_none() && tracker.at_rest() });
@@ -264,14 +283,25 @@ fn client_batch(
     backend: &mut BackendStatements,
     stats: &PoolStats,
     scratch: &mut BytesMut,
+    mut metrics: Option<&mut SessionMetrics>,
 ) -> Result<(Option<Bytes>, bool), ProtocolError> {
     let max = reader.max_message_size();
     let buf = reader.buffer();
     let mut end = 0;
     let mut out = Rebuild::new(scratch);
     let mut terminated = false;
+    let now = metrics.as_ref().map(|_| std::time::Instant::now());
     while let Some(len) = tagged_frame_len(&buf[end..], max)? {
         let frame = &buf[end..end + len];
+        if let (Some(m), Some(now)) = (metrics.as_deref_mut(), now) {
+            let statement = |name: &str| {
+                tracker.statement(name).map(|s| {
+                    *s.fingerprint
+                        .get_or_init(|| crate::classify::fingerprint_sql(s.sql()))
+                })
+            };
+            m.client_frame(frame[0], &frame[5..], statement, now);
+        }
         match tracker.on_client_frame(frame[0], &frame[5..], backend, stats)? {
             ClientAction::Forward => out.push(frame),
             ClientAction::Replace => {
@@ -305,14 +335,26 @@ fn server_batch(
     vars: &mut SessionVars,
     backend: &mut BackendStatements,
     scratch: &mut BytesMut,
+    mut metrics: Option<&mut SessionMetrics>,
 ) -> Result<Option<Bytes>, ProtocolError> {
     let max = reader.max_message_size();
     let buf = reader.buffer();
     let mut end = 0;
     let mut out = Rebuild::new(scratch);
+    let now = metrics.as_ref().map(|_| std::time::Instant::now());
     while let Some(len) = tagged_frame_len(&buf[end..], max)? {
         let frame = &buf[end..end + len];
-        match tracker.on_server_frame(frame[0], &frame[5..], vars, backend)? {
+        let action = tracker.on_server_frame(frame[0], &frame[5..], vars, backend)?;
+        // What the client sees is what is counted: answers to pgroute's own messages are dropped.
+        if let (Some(m), Some(now)) = (metrics.as_deref_mut(), now) {
+            if matches!(
+                action,
+                ServerAction::Forward | ServerAction::InjectBefore(_)
+            ) {
+                m.server_frame(frame[0], &frame[5..], now);
+            }
+        }
+        match action {
             ServerAction::Forward => out.push(frame),
             ServerAction::InjectBefore(extra) => {
                 let r = out.start(&buf[..end]);

@@ -8,6 +8,7 @@ mod clients;
 mod consistency;
 mod faults;
 mod limits;
+mod metrics;
 mod operations;
 mod pool_timers;
 mod pooling;
