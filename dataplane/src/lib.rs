@@ -25,6 +25,7 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 pub mod topology;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -22,6 +22,8 @@ pub struct Proxy {
     primary: crate::topology::Primary,
     /// Health and circuit breaker of every backend.
     backends: Arc<Backends>,
+    /// Spans over OTLP (`None`: tracing off).
+    tracing: Option<crate::trace::Tracing>,
     pools: Pools,
     users: Users,
     /// Rebuilt and swapped by [`Proxy::reload`] when `[routing]` changes; read once per batch.
@@ -69,6 +71,8 @@ pub enum StartError {
     Auth(#[from] crate::auth::UserListError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Tracing(#[from] crate::trace::TraceError),
 }
 
 impl Proxy {
@@ -99,6 +103,7 @@ impl Proxy {
                 problem: "required".into(),
             })?;
         let tls = crate::tls::acceptor(&config.tls)?;
+        let tracing = crate::trace::Tracing::start(&config.tracing)?;
         let backends = Arc::new(Backends::new(
             config.health.clone(),
             std::iter::once(primary.clone())
@@ -121,6 +126,7 @@ impl Proxy {
             config: arc_swap::ArcSwap::from_pointee(config),
             primary: crate::topology::Primary::new(primary),
             backends,
+            tracing,
             pools,
             users,
             classifier: arc_swap::ArcSwap::from_pointee(classifier),
@@ -153,6 +159,11 @@ impl Proxy {
     /// The primary right now (it moves on failover).
     pub fn primary(&self) -> &crate::topology::Primary {
         &self.primary
+    }
+
+    /// The OTLP exporter, when `tracing.otlp_endpoint` is set.
+    pub fn tracing(&self) -> Option<&crate::trace::Tracing> {
+        self.tracing.as_ref()
     }
 
     /// Health and circuit breaker of every backend.

@@ -1,8 +1,12 @@
-//! What metrics cost: pgbench select-only through pgroute with `/metrics` off and on, in the same run.
+//! What metrics and tracing cost: pgbench select-only through pgroute with both off and both on, in the
+//! same run.
 //!
-//! The issue's target: metrics (and tracing) enabled cost at most [`MAX_COST`] of select-only throughput.
+//! The issue's target: metrics and tracing enabled cost at most [`MAX_COST`] of select-only throughput.
 //! Both are fresh pgroute processes in front of the primary alone with the same flags as the PgBouncer
-//! comparison; "on" adds a config file with `server.metrics_listen`, and a scraper reads `/metrics` every
+//! comparison; "on" adds a config file with `server.metrics_listen` and an OTLP endpoint with every
+//! transaction sampled (`tracing.sample_ratio = 1`, the worst case: in production most transactions
+//! carry no sampled `traceparent`), exported to the test kit's collector in this process (on the same
+//! two cores, so its decoding counts against pgroute too), and a scraper reads `/metrics` every
 //! [`SCRAPE_EVERY`] during its runs (harsher than Prometheus's usual 15 s). Runs alternate off, on, off,
 //! on, so drift of the shared machine falls on both; the ratio is of the mean TPS of each.
 //! `--skip-overhead` leaves the step out.
@@ -39,8 +43,9 @@ pub struct Setup<'a> {
 /// Runs the rounds and prints each run, the means and the ratio against the target.
 pub fn run(setup: &Setup<'_>, opts: &RunOptions) {
     println!(
-        "\nmetrics overhead: pgbench -S, {CLIENTS} clients, {} s per run, -M {}, pgroute on the primary alone, \
-         /metrics off and on (scraped every {} s), alternating, {ROUNDS} runs each\n",
+        "\nmetrics and tracing overhead: pgbench -S, {CLIENTS} clients, {} s per run, -M {}, pgroute on the \
+         primary alone, /metrics and OTLP traces (every transaction sampled) off and on (scraped every {} s), \
+         alternating, {ROUNDS} runs each\n",
         opts.duration.as_secs(),
         opts.protocol.pgbench_mode(),
         SCRAPE_EVERY.as_secs(),
@@ -50,8 +55,10 @@ pub fn run(setup: &Setup<'_>, opts: &RunOptions) {
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             let (off_mean, on_mean) = (mean(&off), mean(&on));
             let ratio = on_mean / off_mean;
-            println!("metrics off: {off:.0?} tps, mean {off_mean:.0}");
-            println!("metrics on:  {on:.0?} tps, mean {on_mean:.0} ({scrapes} scrapes)");
+            println!("metrics and tracing off: {off:.0?} tps, mean {off_mean:.0}");
+            println!(
+                "metrics and tracing on:  {on:.0?} tps, mean {on_mean:.0} ({scrapes} scrapes)"
+            );
             let verdict = if ratio >= 1.0 - MAX_COST {
                 "met"
             } else {
@@ -63,7 +70,7 @@ pub fn run(setup: &Setup<'_>, opts: &RunOptions) {
                 MAX_COST * 100.0
             );
         }
-        Err(e) => println!("metrics overhead: failed: {e:#}"),
+        Err(e) => println!("metrics and tracing overhead: failed: {e:#}"),
     }
 }
 
@@ -71,11 +78,24 @@ fn measure(setup: &Setup<'_>, opts: &RunOptions) -> Result<(Vec<f64>, Vec<f64>, 
     std::fs::create_dir(&setup.dir).with_context(|| format!("create {}", setup.dir.display()))?;
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let scrapes = Arc::new(AtomicU64::new(0));
+    // The collector's runtime lives for the whole step; one worker thread, as a sidecar would leave.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let collector = runtime.block_on(pgroute_tests::otlp::Collector::start_counting())?;
     for round in 0..ROUNDS {
         off.push(one(setup, opts, round, None, &scrapes)?);
         let port = crate::process::free_port()?;
-        on.push(one(setup, opts, round, Some(port), &scrapes)?);
+        on.push(one(
+            setup,
+            opts,
+            round,
+            Some((port, collector.endpoint())),
+            &scrapes,
+        )?);
     }
+    println!("spans exported: {}", collector.received());
     Ok((off, on, scrapes.load(Ordering::Relaxed)))
 }
 
@@ -84,19 +104,23 @@ fn one(
     setup: &Setup<'_>,
     opts: &RunOptions,
     round: usize,
-    metrics_port: Option<u16>,
+    on: Option<(u16, String)>,
     scrapes: &Arc<AtomicU64>,
 ) -> Result<f64> {
+    let metrics_port = on.as_ref().map(|(port, _)| *port);
     let tag = format!(
         "{}-{round}",
         if metrics_port.is_some() { "on" } else { "off" }
     );
-    let config = match metrics_port {
-        Some(port) => {
+    let config = match &on {
+        Some((port, otlp)) => {
             let path = setup.dir.join(format!("pgroute-{tag}.toml"));
             std::fs::write(
                 &path,
-                format!("[server]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+                format!(
+                    "[server]\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+                     [tracing]\notlp_endpoint = \"{otlp}\"\nsample_ratio = 1.0\nexport_interval = \"1s\"\n"
+                ),
             )?;
             Some(path)
         }

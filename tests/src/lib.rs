@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod fault;
+pub mod otlp;
 pub mod raw;
 pub mod tools;
 

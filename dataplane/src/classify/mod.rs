@@ -31,6 +31,15 @@ pub enum Route {
     Replica,
 }
 
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Primary => "primary",
+            Route::Replica => "replica",
+        }
+    }
+}
+
 /// Why a statement went where it did: reported in counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {

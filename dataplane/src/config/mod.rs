@@ -10,6 +10,7 @@
 mod address;
 mod admin;
 mod health;
+mod tracing;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use address::BackendAddr;
 pub use admin::AdminConfig;
 pub use health::{FailoverConfig, HealthConfig};
+pub use tracing::TracingConfig;
 
 /// Errors loading or validating configuration. Each names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,7 @@ pub struct Config {
     pub failover: FailoverConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
 }
 
 /// The client-facing side.
@@ -790,6 +793,17 @@ impl Config {
         }
         if self.health.timeout.is_zero() {
             return Err(invalid("health.timeout", "must be more than 0s"));
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(invalid("tracing.sample_ratio", "must be between 0 and 1"));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "tracing.otlp_endpoint",
+                    "expected an http:// or https:// URL of an OTLP/gRPC collector",
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.health.breaker_failure_rate) {
             return Err(invalid(

@@ -273,12 +273,8 @@ fn routes(w: &mut Writer<'_, '_>, proxy: &Proxy) -> Result<(), std::fmt::Error> 
         .into_iter()
         .flat_map(|route| {
             Reason::ALL.into_iter().map(move |reason| {
-                let route_label = match route {
-                    Route::Primary => "primary",
-                    Route::Replica => "replica",
-                };
                 (
-                    [("route", route_label), ("reason", reason.as_str())],
+                    [("route", route.as_str()), ("reason", reason.as_str())],
                     counters.get(route, reason),
                 )
             })

@@ -19,10 +19,7 @@ pub(super) const ANOMALY_EVERY: Duration = Duration::from_secs(10);
 pub(super) fn routed(decision: Decision, backend: &BackendAddr, batch: &[u8], max: usize) {
     tracing::debug!(
         event = "route",
-        route = match decision.route {
-            crate::classify::Route::Primary => "primary",
-            crate::classify::Route::Replica => "replica",
-        },
+        route = decision.route.as_str(),
         reason = decision.reason.as_str(),
         backend = %backend,
         fingerprint = first_fingerprint(batch, max).map(|f| format!("{f:016x}")),

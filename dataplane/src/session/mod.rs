@@ -18,6 +18,7 @@ mod relay;
 mod route;
 mod sql_prepared;
 mod statement;
+mod traced;
 mod tracker;
 mod vars;
 
@@ -609,10 +610,16 @@ impl Session {
             true => Some(self.proxy.gate().enter().await?),
             false => None,
         };
+        let timing = traced::begin(
+            &self.proxy,
+            client.reader.buffer(),
+            client.reader.max_message_size(),
+        );
         if self.held.is_none() && self.tracker.at_rest() {
             match self.choose_pool(client).await {
                 Ok(pool) => self.pool = pool,
                 Err(err) => {
+                    self.trace_failed(timing, &err);
                     self.fail_batch(client, err).await?;
                     return Ok(true);
                 }
@@ -623,10 +630,12 @@ impl Session {
             Ok(s) => s,
             Err(SessionError::ClientGone) => return Ok(false),
             Err(err) => {
+                self.trace_failed(timing, &err);
                 self.fail_batch(client, err).await?;
                 return Ok(true);
             }
         };
+        let attached_at = timing.map(|_| Instant::now());
         let observed = asked.map(|t| self.begin_observation(&server, t.elapsed()));
         let conn = server.conn();
         activity.linked(conn.key().pid);
@@ -675,6 +684,21 @@ impl Session {
             // backend time and fingerprint.
             tracing::trace!(?tx, "transaction observed");
         }
+        if let Some(timing) = timing {
+            let backend = server.pool().key().backend.to_string();
+            traced::end(
+                &self.proxy,
+                timing,
+                &traced::Outcome {
+                    decision: self.last_decision,
+                    attached: attached_at,
+                    backend: &backend,
+                    user: &self.user,
+                    database: &self.database,
+                    error: None,
+                },
+            );
+        }
         if self.tracker.has_confirmed() {
             self.pool
                 .record_valid_statements(self.tracker.take_confirmed());
@@ -708,6 +732,24 @@ impl Session {
                 reason,
             }),
         }
+    }
+
+    /// The span of a batch that failed before it reached a backend (tracing on).
+    fn trace_failed(&self, timing: Option<traced::Timing>, err: &SessionError) {
+        let Some(timing) = timing else { return };
+        let code = err.response().map(|(_, code)| code);
+        traced::end(
+            &self.proxy,
+            timing,
+            &traced::Outcome {
+                decision: self.last_decision,
+                attached: None,
+                backend: "",
+                user: &self.user,
+                database: &self.database,
+                error: code.as_deref(),
+            },
+        );
     }
 
     /// Metrics for the transaction starting on `server`: its destination's handles and pool wait.

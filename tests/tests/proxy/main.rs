@@ -18,3 +18,4 @@ mod routing;
 mod soak;
 mod tls;
 mod tools;
+mod tracing;
