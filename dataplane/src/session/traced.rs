@@ -21,11 +21,12 @@ pub(super) struct Timing {
 
 /// Starts timing the batch in `buffer`, when tracing is on.
 pub(super) fn begin(proxy: &Proxy, buffer: &[u8], max_message_size: usize) -> Option<Timing> {
-    proxy.tracing()?;
-    Some(Timing {
+    let tracing = proxy.tracing()?;
+    let parent = first_sql(buffer, max_message_size).and_then(crate::trace::traceparent_in_sql);
+    tracing.should_trace(parent).then(|| Timing {
         started: SystemTime::now(),
         begun: Instant::now(),
-        parent: first_sql(buffer, max_message_size).and_then(crate::trace::traceparent_in_sql),
+        parent,
     })
 }
 

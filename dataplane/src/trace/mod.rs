@@ -39,6 +39,8 @@ pub struct TraceError {
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// Share of transactions without a `traceparent` that are traced.
+    sample_ratio: f64,
 }
 
 /// What one routed batch did, for its span.
@@ -82,9 +84,9 @@ impl Tracing {
             .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(batch)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
+            // Sampling is decided before a span is built (`should_trace`): what reaches the SDK is
+            // traced.
+            .with_sampler(Sampler::AlwaysOn)
             .with_resource(
                 opentelemetry_sdk::Resource::builder()
                     .with_service_name(config.service_name.clone())
@@ -92,7 +94,20 @@ impl Tracing {
             )
             .build();
         let tracer = provider.tracer("pgroute");
-        Ok(Some(Tracing { provider, tracer }))
+        Ok(Some(Tracing {
+            provider,
+            tracer,
+            sample_ratio: config.sample_ratio,
+        }))
+    }
+
+    /// Whether a transaction is traced: its parent's sampled flag when it has one, else
+    /// `sample_ratio`. Decided first, so an untraced transaction builds nothing.
+    pub fn should_trace(&self, parent: Option<TraceParent>) -> bool {
+        match parent {
+            Some(p) => p.sampled,
+            None => self.sample_ratio >= 1.0 || rand::random::<f64>() < self.sample_ratio,
+        }
     }
 
     /// Records the span of one batch (its timing is known by then, so it is built whole).
@@ -149,4 +164,40 @@ impl Drop for Tracing {
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracing(ratio: f64) -> Tracing {
+        let config = TracingConfig {
+            // Never contacted: the gRPC channel connects lazily and nothing is exported here.
+            otlp_endpoint: Some("http://127.0.0.1:9".into()),
+            sample_ratio: ratio,
+            ..TracingConfig::default()
+        };
+        Tracing::start(&config)
+            .expect("starts")
+            .expect("an endpoint is set")
+    }
+
+    #[tokio::test]
+    async fn the_parent_decides_and_the_ratio_decides_without_one() {
+        let parent = |sampled| TraceParent {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            sampled,
+        };
+        let none = tracing(0.0);
+        assert!(none.should_trace(Some(parent(true))));
+        assert!(!none.should_trace(Some(parent(false))));
+        assert!((0..1000).all(|_| !none.should_trace(None)));
+        let all = tracing(1.0);
+        assert!(!all.should_trace(Some(parent(false))));
+        assert!((0..1000).all(|_| all.should_trace(None)));
+        let some = tracing(0.5);
+        let traced = (0..10_000).filter(|_| some.should_trace(None)).count();
+        assert!((4_000..6_000).contains(&traced), "{traced}");
+    }
 }
