@@ -8,6 +8,7 @@ pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
 pub mod keepalive;
@@ -53,6 +54,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// The listener; it hands back the sessions still running when it stops.
     task: tokio::task::JoinHandle<tokio::task::JoinSet<()>>,
+    /// Managed mode: the control-plane stream (stops when this is dropped).
+    control: Option<control::ControlTask>,
 }
 
 /// Errors starting a proxy.
@@ -90,6 +93,11 @@ impl Running {
         if proxy.config().consistency.monitor {
             health::lag::spawn(Arc::downgrade(&proxy));
         }
+        let control = proxy
+            .config()
+            .control
+            .enabled()
+            .then(|| control::spawn(Arc::downgrade(&proxy)));
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(listener::serve(listener, proxy.clone(), rx));
         Ok(Running {
@@ -97,11 +105,13 @@ impl Running {
             addr,
             shutdown,
             task,
+            control,
         })
     }
 
     /// Stops accepting; sessions already running finish on their own.
     pub async fn stop(self) {
+        drop(self.control);
         let _ = self.shutdown.send(true);
         if let Ok(mut sessions) = self.task.await {
             sessions.detach_all();
@@ -114,6 +124,7 @@ impl Running {
     /// the deadline.
     pub async fn shutdown(self, timeout: std::time::Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
+        drop(self.control);
         let _ = self.shutdown.send(true);
         let mut sessions = self.task.await.unwrap_or_default();
         self.proxy.begin_shutdown();

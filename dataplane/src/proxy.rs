@@ -41,6 +41,8 @@ pub struct Proxy {
     tls: std::sync::RwLock<Option<crate::tls::Acceptor>>,
     /// PAUSE/RESUME and shutdown: what each new transaction passes.
     gate: crate::ops::Gate,
+    /// Managed mode: the control-plane link's state (see [`Proxy::control_status`]).
+    control: crate::control::ControlStatus,
 }
 
 /// Why a backend cannot be drained.
@@ -82,18 +84,28 @@ impl Proxy {
             .iter()
             .map(|r| Arc::new(crate::topology::ReplicaState::configured(r, monitored)))
             .collect::<Vec<_>>();
-        let primary = config
-            .backends
-            .primary
-            .clone()
-            .ok_or(ConfigError::Invalid {
-                key: "backends.primary",
-                problem: "required".into(),
-            })?;
+        // Managed mode may start without a primary: a placeholder stands in (unavailable, never
+        // dialled: logins wait for the first snapshot) and is not health-checked.
+        let awaiting_control_plane = config.control.enabled() && config.backends.primary.is_none();
+        let primary = match config.backends.primary.clone() {
+            Some(p) => p,
+            None if awaiting_control_plane => crate::control::placeholder_primary(),
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "backends.primary",
+                    problem: "required".into(),
+                }
+                .into())
+            }
+        };
         let tls = crate::tls::acceptor(&config.tls)?;
         let backends = Arc::new(Backends::new(
             config.health.clone(),
-            std::iter::once(primary.clone())
+            config
+                .backends
+                .primary
+                .iter()
+                .cloned()
                 .chain(config.backends.replicas.iter().map(|r| r.address.clone())),
         ));
         let cancels = CancelRegistry::new(config.server.max_cancels_per_second);
@@ -104,9 +116,15 @@ impl Proxy {
             crate::tls::backend(&config.tls)?,
             backends.clone(),
         );
+        let control =
+            crate::control::ControlStatus::new(config.control.enabled(), awaiting_control_plane);
+        let primary = crate::topology::Primary::new(primary);
+        if awaiting_control_plane {
+            primary.set_available(false);
+        }
         Ok(Arc::new(Proxy {
             config: arc_swap::ArcSwap::from_pointee(config),
-            primary: crate::topology::Primary::new(primary),
+            primary,
             backends,
             pools,
             users,
@@ -120,6 +138,7 @@ impl Proxy {
             per_database: Arc::default(),
             tls: std::sync::RwLock::new(tls),
             gate: crate::ops::Gate::default(),
+            control,
         }))
     }
 
@@ -131,6 +150,12 @@ impl Proxy {
     /// The primary right now (it moves on failover).
     pub fn primary(&self) -> &crate::topology::Primary {
         &self.primary
+    }
+
+    /// Managed mode: whether the control plane is connected, the snapshot version in force and the
+    /// last error (`ControlStatus::state`); for metrics and `/readyz`. Standalone: `managed` is false.
+    pub fn control_status(&self) -> &crate::control::ControlStatus {
+        &self.control
     }
 
     /// Health and circuit breaker of every backend.

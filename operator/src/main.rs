@@ -11,7 +11,11 @@ use pgroute_operator::control::{ControlService, ProxyKey, ServeOptions, Topology
 use pgroute_proto::v1::{Replica, Snapshot};
 
 #[derive(Debug, Parser)]
-#[command(name = "pgroute-operator", version, about = "Kubernetes operator for pgroute")]
+#[command(
+    name = "pgroute-operator",
+    version,
+    about = "Kubernetes operator for pgroute"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

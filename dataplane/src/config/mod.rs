@@ -8,6 +8,7 @@
 //! [`Config::load`]. `validate()` names the offending key so a bad file fails with a one-line error.
 
 mod address;
+mod control;
 mod health;
 
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use address::BackendAddr;
+pub use control::ControlConfig;
 pub use health::{FailoverConfig, HealthConfig};
 
 /// Errors loading or validating configuration. Each names the key at fault.
@@ -48,6 +50,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub health: HealthConfig,
     pub failover: FailoverConfig,
+    /// Managed mode: the control plane to follow (`[control]`).
+    pub control: ControlConfig,
 }
 
 /// The client-facing side.
@@ -165,7 +169,7 @@ impl KeepaliveConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendsConfig {
-    /// The primary, `host:port`. Required. Reloadable: new transactions go to the new address, those
+    /// The primary, `host:port`. Required, except in managed mode (`[control]`). Reloadable: new transactions go to the new address, those
     /// running on the old one finish. Health checks may move it on failover (`[failover]`).
     pub primary: Option<BackendAddr>,
     /// Streaming replicas: `"host:port"`, or `{ address = "host:port", weight = 2 }` for a share of
@@ -751,10 +755,14 @@ impl Config {
             key,
             problem: problem.to_owned(),
         };
-        if self.backends.primary.is_none() {
+        if let Some((key, problem)) = self.control.problem() {
+            return Err(invalid(key, problem));
+        }
+        // In managed mode the control plane's first snapshot names the primary.
+        if self.backends.primary.is_none() && !self.control.enabled() {
             return Err(invalid(
                 "backends.primary",
-                "required (set it in the file or with --primary HOST:PORT)",
+                "required (set it in the file or with --primary HOST:PORT, or follow a control plane with --control-plane URL)",
             ));
         }
         if self.health.interval.is_zero() {

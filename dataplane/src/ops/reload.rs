@@ -42,6 +42,16 @@ pub const RESTART_ONLY: &[&str] = &[
     "health.breaker_half_open_probes",
     "health.rehydration_batch",
     "health.rehydration_delay",
+    "control.url",
+    "control.ca_file",
+    "control.namespace",
+    "control.pod",
+    "control.proxy",
+    "control.connect_timeout",
+    "control.idle_timeout",
+    "control.backoff_min",
+    "control.backoff_max",
+    "control.report_interval",
 ];
 
 /// What a reload did.

@@ -72,6 +72,10 @@ pub enum SessionError {
     StateReplay { code: String, message: String },
     #[error(transparent)]
     ShuttingDown(#[from] crate::ops::ShuttingDown),
+    #[error(
+        "pgroute is waiting for the control plane: no topology received yet; try again shortly"
+    )]
+    AwaitingControlPlane,
 }
 
 impl SessionError {
@@ -116,6 +120,7 @@ impl SessionError {
             }
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
             SessionError::ShuttingDown(_) => ("FATAL", "57P01"),
+            SessionError::AwaitingControlPlane => ("FATAL", "57P03"),
         };
         Some((severity, code.to_owned()))
     }

@@ -125,9 +125,7 @@ impl TopologyIndex {
 
     /// The snapshot subscribers see now (a pending debounced one is not yet visible).
     pub fn current(&self, key: &ProxyKey) -> Current {
-        self.lock()
-            .get(key)
-            .and_then(|e| e.sender.borrow().clone())
+        self.lock().get(key).and_then(|e| e.sender.borrow().clone())
     }
 
     /// Forgets `key` (its DatabaseProxy was deleted): open streams end.

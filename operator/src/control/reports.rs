@@ -76,7 +76,9 @@ impl Reports {
         self.lock()
             .values()
             .filter(|s| s.proxy == *proxy && now.duration_since(s.seen) <= self.stale_after)
-            .fold((0, 0), |(n, m), s| (n + usize::from(s.applied == version), m + 1))
+            .fold((0, 0), |(n, m), s| {
+                (n + usize::from(s.applied == version), m + 1)
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SidecarId, SidecarState>> {

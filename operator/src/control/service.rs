@@ -54,6 +54,9 @@ pub struct ControlService {
     index: TopologyIndex,
     reports: Arc<Reports>,
     options: ServeOptions,
+    /// Set when the server shuts down: open streams end (OK), so sidecars resubscribe elsewhere and
+    /// the graceful shutdown does not wait on streams that never finish.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl ControlService {
@@ -62,6 +65,7 @@ impl ControlService {
             reports: Arc::new(Reports::new(options.report_stale_after)),
             index,
             options,
+            closing: Arc::new(watch::Sender::new(false)),
         }
     }
 
@@ -85,13 +89,19 @@ impl ControlService {
     }
 }
 
-/// Runs the service on `listener` until `shutdown` resolves.
+/// Runs the service on `listener` until `shutdown` resolves; then open streams end and connections
+/// close.
 pub async fn serve(
     service: ControlService,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let keepalive = service.options.http2_keepalive;
+    let closing = service.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive))
@@ -118,10 +128,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
 impl Control for ControlService {
     type WatchStream = WatchStream;
 
-    async fn watch(
-        &self,
-        request: Request<WatchRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let who = request.into_inner();
         if who.proxy.is_empty() || who.namespace.is_empty() {
             return Err(Status::invalid_argument(
@@ -132,6 +139,7 @@ impl Control for ControlService {
         tracing::debug!(proxy = %key, pod = who.pod, version = who.sidecar_version, "sidecar subscribed");
         let state = StreamState {
             rx: self.index.subscribe(&key),
+            closing: self.closing.subscribe(),
             sent: None,
             resend_interval: self.options.resend_interval,
             ends_at: tokio::time::Instant::now() + self.options.max_stream_lifetime,
@@ -143,10 +151,7 @@ impl Control for ControlService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn report(
-        &self,
-        request: Request<SidecarReport>,
-    ) -> Result<Response<ReportAck>, Status> {
+    async fn report(&self, request: Request<SidecarReport>) -> Result<Response<ReportAck>, Status> {
         let report = request.into_inner();
         let who = report
             .identity
@@ -159,7 +164,13 @@ impl Control for ControlService {
         let (applied, rejected) = match report.outcome {
             Some(sidecar_report::Outcome::AppliedVersion(v)) => (v, None),
             Some(sidecar_report::Outcome::Rejected(r)) => {
-                tracing::warn!(proxy = who.proxy, pod = who.pod, version = r.version, reason = r.reason, "sidecar rejected a snapshot");
+                tracing::warn!(
+                    proxy = who.proxy,
+                    pod = who.pod,
+                    version = r.version,
+                    reason = r.reason,
+                    "sidecar rejected a snapshot"
+                );
                 (r.in_force_version, Some((r.version, r.reason)))
             }
             None => (0, None),
@@ -188,6 +199,7 @@ impl Control for ControlService {
 /// One subscriber's position in its proxy's snapshots.
 struct StreamState {
     rx: watch::Receiver<Current>,
+    closing: watch::Receiver<bool>,
     /// Version last sent on this stream.
     sent: Option<u64>,
     resend_interval: Duration,
@@ -210,6 +222,7 @@ impl StreamState {
             tokio::select! {
                 changed = self.rx.changed() => changed.ok()?,
                 () = tokio::time::sleep_until(self.ends_at) => return None,
+                _ = self.closing.wait_for(|closing| *closing) => return None,
                 () = tokio::time::sleep_until(quiet_until), if self.sent.is_some() => {
                     return self.rx.borrow().as_deref().cloned();
                 }
