@@ -5,6 +5,7 @@ mod bad_input;
 mod basic;
 mod clients;
 mod consistency;
+mod control;
 mod faults;
 mod limits;
 mod operations;
