@@ -214,6 +214,11 @@ mod tests {
         full.auth.user = Some("u".into());
         full.auth.dbname = Some("d".into());
         full.tls.server_ca_file = Some("ca".into());
+        full.control.url = Some("http://operator:6500".into());
+        full.control.ca_file = Some("ca".into());
+        full.control.namespace = Some("ns".into());
+        full.control.pod = Some("pod".into());
+        full.control.proxy = Some("db".into());
         let t = tree(&full).expect("tree");
         for key in RESTART_ONLY {
             let (section, name) = key.split_once('.').expect("section.key");
