@@ -73,6 +73,13 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz (server.metrics_listen), e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Managed mode: follow this control plane (control.url), e.g. http://pgroute-operator:6500.
+    #[arg(long, value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// Who this sidecar is to the control plane (control.namespace, .pod, .proxy); else the file,
+    /// else env POD_NAMESPACE, POD_NAME and PGROUTE_PROXY.
+    #[arg(long, value_name = "NAMESPACE/POD/PROXY", value_parser = parse_identity)]
+    pub control_plane_identity: Option<(String, String, String)>,
     /// Log filter, e.g. `info` or `pgroute=debug` (default from PGROUTE_LOG, else `info`).
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -123,8 +130,40 @@ impl RunArgs {
         if let Some(v) = &self.metrics_listen {
             config.server.metrics_listen = Some(v.clone());
         }
+        if let Some(v) = &self.control_plane {
+            config.control.url = Some(v.clone());
+        }
+        let control = &mut config.control;
+        if let Some((namespace, pod, proxy)) = &self.control_plane_identity {
+            control.namespace = Some(namespace.clone());
+            control.pod = Some(pod.clone());
+            control.proxy = Some(proxy.clone());
+        }
+        // The downward API's usual variables fill what neither flag nor file set.
+        for (slot, var) in [
+            (&mut control.namespace, "POD_NAMESPACE"),
+            (&mut control.pod, "POD_NAME"),
+            (&mut control.proxy, "PGROUTE_PROXY"),
+        ] {
+            if slot.is_none() {
+                *slot = std::env::var(var).ok().filter(|v| !v.is_empty());
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// `NAMESPACE/POD/PROXY`.
+fn parse_identity(s: &str) -> Result<(String, String, String), String> {
+    let mut parts = s.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(ns), Some(pod), Some(proxy), None)
+            if !ns.is_empty() && !pod.is_empty() && !proxy.is_empty() =>
+        {
+            Ok((ns.to_owned(), pod.to_owned(), proxy.to_owned()))
+        }
+        _ => Err(format!("`{s}` is not NAMESPACE/POD/PROXY")),
     }
 }
 
@@ -151,6 +190,21 @@ mod tests {
         assert_eq!(cfg.backends.replicas.len(), 2);
         assert_eq!(cfg.pool.mode, PoolMode::Session);
         assert_eq!(cfg.pool.pool_size.get(), 7);
+    }
+
+    #[test]
+    fn managed_mode_flags_need_no_primary() {
+        let cli = Cli::parse_from([
+            "pgroute",
+            "--control-plane",
+            "http://127.0.0.1:6500",
+            "--control-plane-identity",
+            "ns/pod-1/orders",
+        ]);
+        let cfg = cli.run.to_config().expect("valid without a primary");
+        assert_eq!(cfg.control.pod.as_deref(), Some("pod-1"));
+        assert_eq!(cfg.control.proxy.as_deref(), Some("orders"));
+        assert!(Cli::try_parse_from(["pgroute", "--control-plane-identity", "ns/pod"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
 pub mod keepalive;
@@ -61,6 +62,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// The listener; it hands back the sessions still running when it stops.
     task: tokio::task::JoinHandle<tokio::task::JoinSet<()>>,
+    /// Managed mode: the control-plane stream (stops when this is dropped).
+    control: Option<control::ControlTask>,
 }
 
 /// Errors starting a proxy.
@@ -100,6 +103,11 @@ impl Running {
         if proxy.config().consistency.monitor {
             health::lag::spawn(Arc::downgrade(&proxy));
         }
+        let control = proxy
+            .config()
+            .control
+            .enabled()
+            .then(|| control::spawn(Arc::downgrade(&proxy)));
         let (shutdown, rx) = watch::channel(false);
         let metrics = match (proxy.metrics(), &proxy.config().server.metrics_listen) {
             (Some(m), Some(listen)) => {
@@ -117,11 +125,13 @@ impl Running {
             _metrics: metrics,
             shutdown,
             task,
+            control,
         })
     }
 
     /// Stops accepting; sessions already running finish on their own.
     pub async fn stop(self) {
+        drop(self.control);
         let _ = self.shutdown.send(true);
         if let Ok(mut sessions) = self.task.await {
             sessions.detach_all();
@@ -134,6 +144,7 @@ impl Running {
     /// the deadline.
     pub async fn shutdown(self, timeout: std::time::Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
+        drop(self.control);
         let _ = self.shutdown.send(true);
         let mut sessions = self.task.await.unwrap_or_default();
         self.proxy.begin_shutdown();

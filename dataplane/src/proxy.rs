@@ -51,6 +51,8 @@ pub struct Proxy {
     shutdown_request: tokio::sync::watch::Sender<bool>,
     /// Query-path metrics; `None` without `server.metrics_listen` (the hooks then cost a branch).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Managed mode: the control-plane link's state (see [`Proxy::control_status`]).
+    control: crate::control::ControlStatus,
 }
 
 /// Why a backend cannot be drained.
@@ -94,19 +96,29 @@ impl Proxy {
             .iter()
             .map(|r| Arc::new(crate::topology::ReplicaState::configured(r, monitored)))
             .collect::<Vec<_>>();
-        let primary = config
-            .backends
-            .primary
-            .clone()
-            .ok_or(ConfigError::Invalid {
-                key: "backends.primary",
-                problem: "required".into(),
-            })?;
+        // Managed mode may start without a primary: a placeholder stands in (unavailable, never
+        // dialled: logins wait for the first snapshot) and is not health-checked.
+        let awaiting_control_plane = config.control.enabled() && config.backends.primary.is_none();
+        let primary = match config.backends.primary.clone() {
+            Some(p) => p,
+            None if awaiting_control_plane => crate::control::placeholder_primary(),
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "backends.primary",
+                    problem: "required".into(),
+                }
+                .into())
+            }
+        };
         let tls = crate::tls::acceptor(&config.tls)?;
         let tracing = crate::trace::Tracing::start(&config.tracing)?;
         let backends = Arc::new(Backends::new(
             config.health.clone(),
-            std::iter::once(primary.clone())
+            config
+                .backends
+                .primary
+                .iter()
+                .cloned()
                 .chain(config.backends.replicas.iter().map(|r| r.address.clone())),
         ));
         let cancels = CancelRegistry::new(config.server.max_cancels_per_second);
@@ -122,9 +134,15 @@ impl Proxy {
             crate::tls::backend(&config.tls)?,
             backends.clone(),
         );
+        let control =
+            crate::control::ControlStatus::new(config.control.enabled(), awaiting_control_plane);
+        let primary = crate::topology::Primary::new(primary);
+        if awaiting_control_plane {
+            primary.set_available(false);
+        }
         Ok(Arc::new(Proxy {
             config: arc_swap::ArcSwap::from_pointee(config),
-            primary: crate::topology::Primary::new(primary),
+            primary,
             backends,
             tracing,
             pools,
@@ -143,6 +161,7 @@ impl Proxy {
             config_source: std::sync::OnceLock::new(),
             shutdown_request: tokio::sync::watch::Sender::new(false),
             metrics,
+            control,
         }))
     }
 
@@ -164,6 +183,12 @@ impl Proxy {
     /// The OTLP exporter, when `tracing.otlp_endpoint` is set.
     pub fn tracing(&self) -> Option<&crate::trace::Tracing> {
         self.tracing.as_ref()
+    }
+
+    /// Managed mode: whether the control plane is connected, the snapshot version in force and the
+    /// last error (`ControlStatus::state`); for metrics and `/readyz`. Standalone: `managed` is false.
+    pub fn control_status(&self) -> &crate::control::ControlStatus {
+        &self.control
     }
 
     /// Health and circuit breaker of every backend.

@@ -77,7 +77,8 @@ impl Default for HealthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FailoverConfig {
     /// When the primary is down (or reports it is in recovery), follow whichever configured backend
-    /// (`backends.primary` or a replica) health checks find out of recovery. Default true.
+    /// (`backends.primary` or a replica) health checks find out of recovery. Default true. Ignored in
+    /// managed mode (`[control]`): the control plane moves the primary.
     pub follow: bool,
     /// While no primary can be reached, a transaction that needs one waits up to this long for it to
     /// come back or for a new one, then fails with SQLSTATE 57P03. Reads keep going to replicas.

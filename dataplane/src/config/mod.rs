@@ -9,6 +9,7 @@
 
 mod address;
 mod admin;
+mod control;
 mod health;
 mod tracing;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use address::BackendAddr;
 pub use admin::AdminConfig;
+pub use control::ControlConfig;
 pub use health::{FailoverConfig, HealthConfig};
 pub use tracing::TracingConfig;
 
@@ -55,6 +57,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub tracing: TracingConfig,
+    /// Managed mode: the control plane to follow (`[control]`).
+    pub control: ControlConfig,
 }
 
 /// The client-facing side.
@@ -172,7 +176,7 @@ impl KeepaliveConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendsConfig {
-    /// The primary, `host:port`. Required. Reloadable: new transactions go to the new address, those
+    /// The primary, `host:port`. Required, except in managed mode (`[control]`). Reloadable: new transactions go to the new address, those
     /// running on the old one finish. Health checks may move it on failover (`[failover]`).
     pub primary: Option<BackendAddr>,
     /// Streaming replicas: `"host:port"`, or `{ address = "host:port", weight = 2 }` for a share of
@@ -782,10 +786,14 @@ impl Config {
                 "at most 10000 (each is a histogram of 18 series)",
             ));
         }
-        if self.backends.primary.is_none() {
+        if let Some((key, problem)) = self.control.problem() {
+            return Err(invalid(key, problem));
+        }
+        // In managed mode the control plane's first snapshot names the primary.
+        if self.backends.primary.is_none() && !self.control.enabled() {
             return Err(invalid(
                 "backends.primary",
-                "required (set it in the file or with --primary HOST:PORT)",
+                "required (set it in the file or with --primary HOST:PORT, or follow a control plane with --control-plane URL)",
             ));
         }
         if self.health.interval.is_zero() {

@@ -32,6 +32,11 @@ fn example_documents_every_key_with_its_default() {
     full.tls.cert_file = Some("server.crt".into());
     full.tls.key_file = Some("server.key".into());
     full.tls.server_ca_file = Some("ca.crt".into());
+    full.control.url = Some("http://operator:6500".into());
+    full.control.ca_file = Some("ca.crt".into());
+    full.control.namespace = Some("default".into());
+    full.control.pod = Some("pod".into());
+    full.control.proxy = Some("db".into());
     let table = toml::Table::try_from(&full).expect("serializes");
     for (section, value) in &table {
         assert!(
@@ -235,4 +240,19 @@ fn keepalive_timers_below_a_second_are_refused_with_their_key() {
     assert!(err.to_string().contains("interval"), "{err}");
     cfg.pool.server_tcp_keepalive.enabled = false;
     cfg.validate().expect("ignored when disabled");
+}
+
+#[test]
+fn managed_mode_needs_no_primary_but_an_identity() {
+    let mut cfg = Config::default();
+    assert!(cfg.validate().is_err(), "standalone needs a primary");
+    cfg.control.url = Some("http://127.0.0.1:6500".into());
+    let err = cfg.validate().expect_err("no identity").to_string();
+    assert!(err.contains("control.namespace"), "{err}");
+    cfg.control.namespace = Some("ns".into());
+    cfg.control.pod = Some("pod".into());
+    cfg.control.proxy = Some("db".into());
+    cfg.validate().expect("managed mode without a primary");
+    cfg.control.url = Some("grpc://x".into());
+    assert!(cfg.validate().is_err());
 }

@@ -101,7 +101,8 @@ fn record(proxy: &Proxy, health: &BackendHealth, result: Result<Option<bool>, St
 
 /// Follows a promoted backend when the primary is gone, or marks writes as waiting when there is none.
 fn follow_primary(proxy: &Proxy, no_primary_logged: &mut bool) {
-    if !proxy.config().failover.follow {
+    // Managed mode: the control plane decides where the primary is (`control::apply`).
+    if !proxy.config().failover.follow || proxy.config().control.enabled() {
         return;
     }
     let current = proxy.primary().address();

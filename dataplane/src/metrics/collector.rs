@@ -87,8 +87,30 @@ impl Collector for StateCollector {
         clients(&mut w, &proxy)?;
         replicas(&mut w, &proxy)?;
         backends(&mut w, &proxy)?;
+        control(&mut w, &proxy)?;
         routes(&mut w, &proxy)
     }
+}
+
+/// Managed mode only: whether the control-plane stream is up and the snapshot version in force.
+fn control(w: &mut Writer<'_, '_>, proxy: &Proxy) -> Result<(), std::fmt::Error> {
+    let state = proxy.control_status().state();
+    if !state.managed {
+        return Ok(());
+    }
+    let none: [(&str, String); 0] = [];
+    w.gauges(
+        "control_plane_connected",
+        "1 while the control plane's Watch stream is open (0: serving the last good snapshot)",
+        None,
+        [(none.clone(), f64::from(u8::from(state.connected)))],
+    )?;
+    w.gauges(
+        "control_plane_snapshot_version",
+        "version of the topology snapshot in force (0: none yet)",
+        None,
+        [(none, state.applied_version.unwrap_or_default() as f64)],
+    )
 }
 
 type PoolLabels = [(&'static str, String); 3];

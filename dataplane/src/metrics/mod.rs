@@ -33,7 +33,7 @@ use crate::config::BackendAddr;
 
 pub use fingerprints::Fingerprints;
 pub use histogram::Histogram;
-pub use server::{serve, MetricsServer, ServeError};
+pub use server::{readiness, serve, MetricsServer, ServeError};
 pub use session::SessionMetrics;
 
 /// Labels of the per-destination series.

@@ -164,6 +164,13 @@ pub fn readiness(proxy: Option<&Proxy>, listener_stopped: bool) -> Result<String
     if listener_stopped || proxy.gate().phase() == Phase::ShuttingDown {
         return Err("shutting down".into());
     }
+    // Managed mode: nothing to serve before the first snapshot; afterwards the last good one serves
+    // even while the control plane is unreachable (said in the detail, not a reason to leave the
+    // Service).
+    let control = proxy.control_status().state();
+    if control.awaiting_first_snapshot {
+        return Err("waiting for the control plane's first topology snapshot".into());
+    }
     let primary = proxy.primary();
     let addr = primary.address();
     if !primary.available() {
@@ -182,7 +189,19 @@ pub fn readiness(proxy: Option<&Proxy>, listener_stopped: bool) -> Result<String
         Phase::Paused => " (paused)",
         _ => "",
     };
-    Ok(format!("primary {addr}{paused}"))
+    let managed = match (control.managed, control.connected) {
+        (false, _) => String::new(),
+        (true, true) => format!(
+            "; control plane connected, snapshot {}",
+            control.applied_version.unwrap_or_default()
+        ),
+        (true, false) => format!(
+            "; control plane unreachable, serving snapshot {} ({})",
+            control.applied_version.unwrap_or_default(),
+            control.last_error.unwrap_or_default()
+        ),
+    };
+    Ok(format!("primary {addr}{paused}{managed}"))
 }
 
 #[cfg(test)]

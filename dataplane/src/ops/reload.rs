@@ -43,6 +43,16 @@ pub const RESTART_ONLY: &[&str] = &[
     "health.rehydration_batch",
     "health.rehydration_delay",
     "metrics.top_fingerprints",
+    "control.url",
+    "control.ca_file",
+    "control.namespace",
+    "control.pod",
+    "control.proxy",
+    "control.connect_timeout",
+    "control.idle_timeout",
+    "control.backoff_min",
+    "control.backoff_max",
+    "control.report_interval",
 ];
 
 /// What a reload did.
@@ -207,6 +217,11 @@ mod tests {
         full.auth.user = Some("u".into());
         full.auth.dbname = Some("d".into());
         full.tls.server_ca_file = Some("ca".into());
+        full.control.url = Some("http://operator:6500".into());
+        full.control.ca_file = Some("ca".into());
+        full.control.namespace = Some("ns".into());
+        full.control.pod = Some("pod".into());
+        full.control.proxy = Some("db".into());
         let t = tree(&full).expect("tree");
         for key in RESTART_ONLY {
             let (section, name) = key.split_once('.').expect("section.key");

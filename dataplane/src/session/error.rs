@@ -74,6 +74,10 @@ pub enum SessionError {
     ShuttingDown(#[from] crate::ops::ShuttingDown),
     #[error("user \"{user}\" is not allowed to use the pgroute admin console (database \"{database}\"): it is in neither admin.users nor admin.stats_users")]
     NotAdmin { user: String, database: String },
+    #[error(
+        "pgroute is waiting for the control plane: no topology received yet; try again shortly"
+    )]
+    AwaitingControlPlane,
 }
 
 impl SessionError {
@@ -118,6 +122,7 @@ impl SessionError {
             }
             SessionError::StateReplay { code, .. } => return Some(("ERROR", code.clone())),
             SessionError::ShuttingDown(_) => ("FATAL", "57P01"),
+            SessionError::AwaitingControlPlane => ("FATAL", "57P03"),
         };
         Some((severity, code.to_owned()))
     }

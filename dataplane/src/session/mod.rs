@@ -200,6 +200,9 @@ async fn login(
         return Err(SessionError::TlsRequired);
     }
     let slot = proxy.admit()?;
+    if proxy.control_status().awaiting_first_snapshot() {
+        return Err(SessionError::AwaitingControlPlane);
+    }
     if params.get("replication").is_some_and(|r| {
         !matches!(
             r.to_ascii_lowercase().as_str(),

@@ -6,6 +6,7 @@ mod bad_input;
 mod basic;
 mod clients;
 mod consistency;
+mod control;
 mod faults;
 mod limits;
 mod metrics;
