@@ -1,6 +1,6 @@
-//! `pgroute-operator`. The reconciler arrives with the operator issue; for now the binary can run the
-//! control-plane gRPC server on its own (`serve-control`) for manual tests against a sidecar, with one
-//! static topology given by flags.
+//! `pgroute-operator`. The reconciler arrives with the operator issue; for now the binary prints the
+//! DatabaseProxy CRD (`crd`) and can run the control-plane gRPC server on its own (`serve-control`)
+//! for manual tests against a sidecar, with one static topology given by flags.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Serve the control-plane API (pgroute.control.v1) with one static topology, for manual tests.
     ServeControl(ServeControl),
+    /// Print the DatabaseProxy CustomResourceDefinition as YAML (what `crds/` holds).
+    Crd,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +47,10 @@ struct ServeControl {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Crd => return print_crd(),
+        Command::ServeControl(args) => args,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
@@ -56,11 +62,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Command::ServeControl(args) = cli.command;
     match runtime.block_on(serve_control(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgroute-operator: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_crd() -> ExitCode {
+    match pgroute_operator::crd::crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgroute-operator: cannot serialize the CRD: {e}");
             ExitCode::from(1)
         }
     }
