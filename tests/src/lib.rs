@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod fault;
+pub mod kube_api;
 pub mod otlp;
 pub mod raw;
 pub mod tools;

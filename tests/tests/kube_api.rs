@@ -1,0 +1,477 @@
+//! The fake Kubernetes API server (`pgroute_tests::kube_api`) driven by the real `kube::Client`:
+//! what the operator will rely on — CRUD with resource versions, finalizers, patches, server-side
+//! apply, the status subresource, watches and Leases.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::runtime::watcher;
+use pgroute_operator::crd::{DatabaseProxy, DatabaseProxyStatus};
+use pgroute_tests::kube_api::FakeApiServer;
+use serde_json::json;
+
+const NS: &str = "shop";
+
+async fn client(server: &FakeApiServer) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::new(server.url().parse()?);
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn proxy(name: &str) -> anyhow::Result<DatabaseProxy> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "pgroute.dev/v1alpha1",
+        "kind": "DatabaseProxy",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "target": {"endpoints": [{"host": "pg-0", "port": 5432, "role": "primary"}]},
+            "credentials": {"secretName": "db"},
+            "podSelector": {"matchLabels": {"app": "orders"}},
+        },
+    }))?)
+}
+
+fn api_status(err: &kube::Error) -> Option<(u16, String)> {
+    match err {
+        kube::Error::Api(status) => Some((status.code, status.reason.clone())),
+        _ => None,
+    }
+}
+
+async fn start() -> anyhow::Result<(FakeApiServer, Api<DatabaseProxy>)> {
+    let server = FakeApiServer::start().await?;
+    let api = Api::namespaced(client(&server).await?, NS);
+    Ok((server, api))
+}
+
+#[tokio::test]
+async fn create_get_and_already_exists() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    let created = api
+        .create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+    assert!(created.metadata.uid.is_some());
+    assert!(created.metadata.resource_version.is_some());
+    assert!(created.metadata.creation_timestamp.is_some());
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(api.get("orders").await?, created);
+
+    let err = api
+        .create(&PostParams::default(), &proxy("orders")?)
+        .await
+        .expect_err("duplicate");
+    assert_eq!(api_status(&err), Some((409, "AlreadyExists".into())));
+    let err = api.get("missing").await.expect_err("missing");
+    assert_eq!(api_status(&err), Some((404, "NotFound".into())));
+    assert_eq!(api.get_opt("missing").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_paginates_with_limit_and_continue() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    for i in 0..5 {
+        api.create(&PostParams::default(), &proxy(&format!("p{i}"))?)
+            .await?;
+    }
+    let first = api.list(&ListParams::default().limit(2)).await?;
+    assert_eq!(first.items.len(), 2);
+    assert!(first.metadata.resource_version.is_some());
+    let mut names: Vec<String> = first
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let mut token = first.metadata.continue_.clone();
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        let page = api
+            .list(&ListParams::default().limit(2).continue_token(&t))
+            .await?;
+        names.extend(page.items.iter().filter_map(|p| p.metadata.name.clone()));
+        token = page.metadata.continue_;
+    }
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    assert_eq!(api.list(&ListParams::default()).await?.items.len(), 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn replace_conflicts_on_stale_resource_version_and_bumps_generation_on_spec_change(
+) -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    let created = api
+        .create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+
+    let mut labelled = created.clone();
+    labelled.metadata.labels = Some([("team".to_owned(), "db".to_owned())].into());
+    let labelled = api
+        .replace("orders", &PostParams::default(), &labelled)
+        .await?;
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(1),
+        "metadata-only change"
+    );
+
+    let mut changed = labelled.clone();
+    changed.spec.credentials.secret_name = "db2".into();
+    let changed = api
+        .replace("orders", &PostParams::default(), &changed)
+        .await?;
+    assert_eq!(changed.metadata.generation, Some(2));
+
+    // `created` carries the first resource version: stale now.
+    let err = api
+        .replace("orders", &PostParams::default(), &created)
+        .await
+        .expect_err("stale");
+    assert_eq!(api_status(&err), Some((409, "Conflict".into())));
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_waits_for_finalizers() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    let mut p = proxy("orders")?;
+    p.metadata.finalizers = Some(vec!["pgroute.dev/drain".into()]);
+    api.create(&PostParams::default(), &p).await?;
+
+    let pending = api.delete("orders", &DeleteParams::default()).await?;
+    let pending = pending
+        .left()
+        .context("still there while a finalizer remains")?;
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let still = api.get("orders").await?;
+    assert!(still.metadata.deletion_timestamp.is_some());
+
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    assert_eq!(api.get_opt("orders").await?, None);
+
+    api.create(&PostParams::default(), &proxy("plain")?).await?;
+    let gone = api.delete("plain", &DeleteParams::default()).await?;
+    assert!(gone.is_right(), "deleted at once without finalizers");
+    assert_eq!(api.get_opt("plain").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn merge_and_json_patches() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    api.create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+    let pp = PatchParams::default();
+
+    let merged = api
+        .patch(
+            "orders",
+            &pp,
+            &Patch::Merge(json!({"spec": {"credentials": {"secretName": "merged"}}})),
+        )
+        .await?;
+    assert_eq!(merged.spec.credentials.secret_name, "merged");
+    assert_eq!(merged.metadata.generation, Some(2));
+
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/credentials/secretName", "value": "merged"},
+        {"op": "replace", "path": "/spec/credentials/secretName", "value": "patched"},
+    ]))?;
+    let patched = api.patch("orders", &pp, &Patch::Json::<()>(ops)).await?;
+    assert_eq!(patched.spec.credentials.secret_name, "patched");
+
+    let failing: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/credentials/secretName", "value": "merged"},
+        {"op": "replace", "path": "/spec/credentials/secretName", "value": "never"},
+    ]))?;
+    let err = api
+        .patch("orders", &pp, &Patch::Json::<()>(failing))
+        .await
+        .expect_err("test op fails");
+    assert_eq!(api_status(&err), Some((422, "Invalid".into())));
+    assert_eq!(
+        api.get("orders").await?.spec.credentials.secret_name,
+        "patched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_then_updates() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    let pp = PatchParams::apply("pgroute-operator").force();
+    let created = api
+        .patch("orders", &pp, &Patch::Apply(proxy("orders")?))
+        .await?;
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let mut desired = proxy("orders")?;
+    desired.spec.credentials.secret_name = "applied".into();
+    let updated = api.patch("orders", &pp, &Patch::Apply(&desired)).await?;
+    assert_eq!(updated.spec.credentials.secret_name, "applied");
+    assert_eq!(updated.metadata.uid, created.metadata.uid);
+    assert_eq!(updated.metadata.generation, Some(2));
+
+    // Applying the same thing again writes nothing.
+    let again = api.patch("orders", &pp, &Patch::Apply(&desired)).await?;
+    assert_eq!(
+        again.metadata.resource_version,
+        updated.metadata.resource_version
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_subresource_is_isolated_from_the_main_resource() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    let mut with_status = proxy("orders")?;
+    with_status.status = Some(DatabaseProxyStatus {
+        primary: Some("ignored:1".into()),
+        ..DatabaseProxyStatus::default()
+    });
+    let created = api.create(&PostParams::default(), &with_status).await?;
+    assert_eq!(created.status, None, "create ignores status");
+
+    let status = json!({"status": {"primary": "pg-0:5432", "replicasReady": 2}, "spec": {"credentials": {"secretName": "sneaky"}}});
+    let patched = api
+        .patch_status("orders", &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    assert_eq!(
+        patched.status.as_ref().and_then(|s| s.primary.as_deref()),
+        Some("pg-0:5432")
+    );
+    assert_eq!(
+        patched.spec.credentials.secret_name, "db",
+        "status writes leave spec alone"
+    );
+    assert_eq!(patched.metadata.generation, Some(1));
+
+    let mut replaced = patched.clone();
+    replaced.status = None;
+    replaced.spec.credentials.secret_name = "db2".into();
+    let replaced = api
+        .replace("orders", &PostParams::default(), &replaced)
+        .await?;
+    assert_eq!(replaced.spec.credentials.secret_name, "db2");
+    assert_eq!(
+        replaced.status, patched.status,
+        "main writes leave status alone"
+    );
+
+    let by_status = api.get_status("orders").await?;
+    assert_eq!(by_status.status, patched.status);
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_sees_added_modified_deleted_in_order_and_bookmarks() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    let rv = api
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await?
+        .boxed();
+
+    api.create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await?;
+    api.delete("orders", &DeleteParams::default()).await?;
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .context("watch event")??
+            .context("watch ended")?;
+        match event {
+            WatchEvent::Added(p) => seen.push(("ADDED", p.metadata.resource_version)),
+            WatchEvent::Modified(p) => seen.push(("MODIFIED", p.metadata.resource_version)),
+            WatchEvent::Deleted(p) => seen.push(("DELETED", p.metadata.resource_version)),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => anyhow::bail!("watch error {e:?}"),
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+    let rvs: Vec<u64> = seen
+        .iter()
+        .filter_map(|(_, rv)| rv.as_deref()?.parse().ok())
+        .collect();
+    assert!(
+        rvs.windows(2).all(|w| w[0] < w[1]),
+        "resource versions increase: {rvs:?}"
+    );
+
+    // A bookmark arrives within the bookmark interval.
+    let bookmark = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(WatchEvent::Bookmark(b)) = stream.try_next().await? {
+                return anyhow::Ok(b);
+            }
+        }
+    })
+    .await??;
+    assert!(bookmark.metadata.resource_version.parse::<u64>()? >= rvs[2]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn runtime_watcher_lists_then_follows() -> anyhow::Result<()> {
+    let (_server, api) = start().await?;
+    api.create(&PostParams::default(), &proxy("before")?)
+        .await?;
+    let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.try_next())
+            .await??
+            .context("ended")?
+        {
+            watcher::Event::InitApply(p) => initial.extend(p.metadata.name),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, ["before"]);
+    api.create(&PostParams::default(), &proxy("after")?).await?;
+    api.delete("before", &DeleteParams::default()).await?;
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), events.try_next())
+            .await??
+            .context("ended")?
+        {
+            watcher::Event::Apply(p) => {
+                live.push(format!("apply {}", p.metadata.name.unwrap_or_default()))
+            }
+            watcher::Event::Delete(p) => {
+                live.push(format!("delete {}", p.metadata.name.unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(live, ["apply after", "delete before"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_create_and_replace_with_conflict() -> anyhow::Result<()> {
+    let server = FakeApiServer::start().await?;
+    let leases: Api<Lease> = Api::namespaced(client(&server).await?, "pgroute-system");
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some("pgroute-operator".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(15),
+            ..Default::default()
+        }),
+    };
+    let held = leases.create(&PostParams::default(), &lease).await?;
+
+    let mut by_b = held.clone();
+    if let Some(spec) = by_b.spec.as_mut() {
+        spec.holder_identity = Some("b".into());
+    }
+    let taken = leases
+        .replace("pgroute-operator", &PostParams::default(), &by_b)
+        .await?;
+    assert_eq!(
+        taken.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("b")
+    );
+
+    // `a` tries to renew from its stale copy and loses.
+    let err = leases
+        .replace("pgroute-operator", &PostParams::default(), &held)
+        .await
+        .expect_err("stale");
+    assert_eq!(api_status(&err), Some((409, "Conflict".into())));
+    Ok(())
+}
+
+#[tokio::test]
+async fn core_kinds_and_unsupported_patch_types() -> anyhow::Result<()> {
+    let server = FakeApiServer::start().await?;
+    let pods: Api<Pod> = Api::namespaced(client(&server).await?, NS);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-0", "labels": {"app": "orders"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let listed = pods
+        .list(&ListParams::default().labels("app=orders"))
+        .await?;
+    assert_eq!(listed.items.len(), 1);
+    assert!(pods
+        .list(&ListParams::default().labels("app=other"))
+        .await?
+        .items
+        .is_empty());
+    let err = pods
+        .patch(
+            "orders-0",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect_err("strategic merge is not supported");
+    assert_eq!(api_status(&err), Some((415, "UnsupportedMediaType".into())));
+    Ok(())
+}
+
+#[tokio::test]
+async fn installed_crd_schema_rejects_invalid_proxies() -> anyhow::Result<()> {
+    use kube::CustomResourceExt;
+    let (server, api) = start().await?;
+    server.install_crd(&serde_json::to_value(DatabaseProxy::crd())?)?;
+    api.create(&PostParams::default(), &proxy("valid")?).await?;
+
+    let mut bad_port = proxy("bad-port")?;
+    if let Some(endpoints) = bad_port.spec.target.endpoints.as_mut() {
+        endpoints[0].port = 70000;
+    }
+    let err = api
+        .create(&PostParams::default(), &bad_port)
+        .await
+        .expect_err("port out of range");
+    assert_eq!(api_status(&err), Some((422, "Invalid".into())));
+
+    let err = api
+        .patch(
+            "valid",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"credentials": null}})),
+        )
+        .await
+        .expect_err("credentials are required");
+    assert_eq!(api_status(&err), Some((422, "Invalid".into())));
+    assert!(
+        format!("{err}").contains("spec.credentials: Required value"),
+        "{err}"
+    );
+    assert_eq!(api.get("valid").await?.spec.credentials.secret_name, "db");
+    Ok(())
+}
