@@ -229,10 +229,10 @@ impl BackendHealth {
         self.gone.notify_waiters();
     }
 
-    /// For a transaction starting on this backend: the generation to compare, and the signal to wait
-    /// on. Create the `notified()` future before reading the generation, then compare.
-    pub fn gone_signal(&self) -> (&Notify, u64) {
-        (&self.gone, self.gone_generation.load(Ordering::Acquire))
+    /// Notified by [`BackendHealth::end_transactions`]. Create the `notified()` future before reading
+    /// [`BackendHealth::gone_generation`], then compare, so an ending in between is not missed.
+    pub fn gone(&self) -> &Notify {
+        &self.gone
     }
 
     pub fn gone_generation(&self) -> u64 {

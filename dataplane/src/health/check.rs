@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::failover::{self, Seen, Verdict};
 use super::{BackendHealth, Transition};
 use crate::config::BackendAddr;
-use crate::pool::{connect, ConnectOptions, PoolKey, QueryError, ServerConn};
+use crate::pool::{connect, ConnectOptions, PoolKey, ServerConn};
 use crate::proxy::Proxy;
 
 /// Starts the checker; it ends when the proxy is dropped.
@@ -160,7 +160,6 @@ async fn check(
                 let value = rows.first().and_then(|r| r.first().cloned().flatten());
                 (Some(conn), Ok(value.map(|v| v == "t")))
             }
-            Err(e @ QueryError::Server(_)) => (None, Err(e.to_string())),
             Err(e) => (None, Err(crate::error_chain(&e))),
         }
     };

@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 const WAIT_STEP: Duration = Duration::from_millis(10);
 /// After a read-your-writes probe found the replica behind, how long reads skip probing.
 const PROBE_QUIET: Duration = Duration::from_millis(50);
+/// Why a transaction ended when its backend was marked down by health checks or stopped being the
+/// primary (`BackendHealth::end_transactions`).
+const BACKEND_GONE: &str =
+    "the backend was marked down by health checks or stopped being the primary";
 /// While waiting for a primary (`failover.timeout`), how often the primary is tried again when nothing
 /// announced a change.
 const FAILOVER_STEP: Duration = Duration::from_millis(100);
@@ -655,12 +659,9 @@ impl Session {
         });
         // Health checks marking the backend down, or a failover away from it, end the transaction.
         let health = self.pool.health().clone();
-        let (gone, _) = health.gone_signal();
-        let gone = gone.notified();
+        let gone = health.gone().notified();
         let end = if health.gone_generation() != self.attached_generation {
-            Err(RelayError::Server(
-                "the backend was marked down or stopped being the primary".into(),
-            ))
+            Err(RelayError::Server(BACKEND_GONE.into()))
         } else {
             tokio::select! {
                 end = relay::run(
@@ -675,9 +676,7 @@ impl Session {
                         metrics: self.metrics.as_mut(),
                     },
                 ) => end,
-                _ = gone => Err(RelayError::Server(
-                    "the backend was marked down by health checks or stopped being the primary".into(),
-                )),
+                _ = gone => Err(RelayError::Server(BACKEND_GONE.into())),
             }
         };
         self.cancel.set_target(None);
@@ -1004,7 +1003,7 @@ impl Session {
                     let backend = s.pool().key().backend.to_string();
                     return Err(SessionError::ServerLost {
                         backend,
-                        reason: "the backend was marked down or stopped being the primary".into(),
+                        reason: BACKEND_GONE.into(),
                     });
                 }
                 s
