@@ -29,6 +29,12 @@ pub(super) fn routed(decision: Decision, backend: &BackendAddr, batch: &[u8], ma
 
 /// Fingerprint of the first Query or Parse in a client's buffered batch.
 pub(super) fn first_fingerprint(buffer: &[u8], max: usize) -> Option<u64> {
+    first_sql(buffer, max).map(crate::classify::fingerprint_sql)
+}
+
+/// The SQL of the first Query or Parse in a client's buffered batch (the audit event's fingerprint,
+/// the trace's `traceparent`).
+pub(super) fn first_sql(buffer: &[u8], max: usize) -> Option<&str> {
     let mut at = 0;
     while let Ok(Some(len)) = tagged_frame_len(&buffer[at..], max) {
         let body = &buffer[at + 5..at + len];
@@ -38,8 +44,8 @@ pub(super) fn first_fingerprint(buffer: &[u8], max: usize) -> Option<u64> {
             fe::PARSE => fe::parse_message(body).ok().map(|(_, sql)| sql),
             _ => None,
         };
-        if let Some(sql) = sql {
-            return Some(crate::classify::fingerprint_sql(sql));
+        if sql.is_some() {
+            return sql;
         }
     }
     None

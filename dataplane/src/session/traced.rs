@@ -4,9 +4,6 @@
 
 use std::time::{Instant, SystemTime};
 
-use pgroute_protocol::frame::tagged_frame_len;
-use pgroute_protocol::frontend as fe;
-
 use crate::classify::Decision;
 use crate::proxy::Proxy;
 use crate::trace::{BatchSpan, TraceParent};
@@ -22,7 +19,8 @@ pub(super) struct Timing {
 /// Starts timing the batch in `buffer`, when tracing is on.
 pub(super) fn begin(proxy: &Proxy, buffer: &[u8], max_message_size: usize) -> Option<Timing> {
     let tracing = proxy.tracing()?;
-    let parent = first_sql(buffer, max_message_size).and_then(crate::trace::traceparent_in_sql);
+    let parent = super::audit::first_sql(buffer, max_message_size)
+        .and_then(crate::trace::traceparent_in_sql);
     tracing.should_trace(parent).then(|| Timing {
         started: SystemTime::now(),
         begun: Instant::now(),
@@ -59,19 +57,4 @@ pub(super) fn end(proxy: &Proxy, timing: Timing, outcome: &Outcome<'_>) {
         database: outcome.database,
         error: outcome.error,
     });
-}
-
-/// The SQL of the first Query or Parse in the buffered batch.
-fn first_sql(buffer: &[u8], max_message_size: usize) -> Option<&str> {
-    let mut at = 0;
-    while let Ok(Some(len)) = tagged_frame_len(&buffer[at..], max_message_size) {
-        let frame = &buffer[at..at + len];
-        at += len;
-        match frame[0] {
-            fe::QUERY => return fe::query_text(&frame[5..]).ok(),
-            fe::PARSE => return fe::parse_message(&frame[5..]).ok().map(|(_, sql)| sql),
-            _ => {}
-        }
-    }
-    None
 }

@@ -72,34 +72,21 @@ async fn spans_join_the_application_trace_from_a_traceparent_comment() -> anyhow
         .await?;
     client.simple_query("SELECT 3").await?;
 
-    stack
-        .proxy
-        .proxy
-        .tracing()
-        .context("tracing is on")?
-        .flush();
+    let tracing = stack.proxy.proxy.tracing().context("tracing is on")?;
+    tracing.flush();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let spans = loop {
-        let spans = collector.spans();
-        if spans.len() >= 2 {
-            break spans;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "spans received: {spans:?}");
+    while collector.spans().len() < 2 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "spans received: {:?}",
+            collector.spans()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Give a stray span time to show up before counting.
+    }
+    // Give a stray span time to show up before counting (spans only accumulate).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stack
-        .proxy
-        .proxy
-        .tracing()
-        .context("tracing is on")?
-        .flush();
-    let spans = if collector.spans().len() > spans.len() {
-        collector.spans()
-    } else {
-        spans
-    };
+    tracing.flush();
+    let spans = collector.spans();
     assert_eq!(
         spans.len(),
         2,
