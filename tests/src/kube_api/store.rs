@@ -9,8 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
+use super::cel::Rules;
 use super::error::qualified;
-pub use super::error::ApiError;
+pub use super::error::{ApiError, Cause};
 use super::selector::Selector;
 
 /// A resource type as its URL names it: `("", "v1", "pods")`, `("pgroute.dev", "v1alpha1", "databaseproxies")`.
@@ -123,8 +124,14 @@ struct Inner {
     kinds: HashMap<ResourceKey, (String, String)>,
     history: Vec<Change>,
     changes: broadcast::Sender<Change>,
-    /// `openAPIV3Schema` of the resources whose CRD was installed; their writes are validated.
-    schemas: HashMap<ResourceKey, Value>,
+    /// The schemas of the resources whose CRD was installed; their writes are validated.
+    schemas: HashMap<ResourceKey, Schema>,
+}
+
+/// A CRD version's `openAPIV3Schema` and its compiled CEL rules.
+struct Schema {
+    structure: Value,
+    rules: Rules,
 }
 
 impl Default for Store {
@@ -151,9 +158,15 @@ impl Store {
     }
 
     /// Validates every later write of `resource` against `schema` (a CRD version's
-    /// `openAPIV3Schema`); a violation is 422 Invalid.
-    pub fn install_schema(&self, resource: ResourceKey, schema: Value) {
-        self.lock().schemas.insert(resource, schema);
+    /// `openAPIV3Schema`) and `rules` (its CEL rules, compiled); a violation is 422 Invalid.
+    pub fn install_schema(&self, resource: ResourceKey, schema: Value, rules: Rules) {
+        self.lock().schemas.insert(
+            resource,
+            Schema {
+                structure: schema,
+                rules,
+            },
+        );
     }
 
     /// `(apiVersion, kind)` of a resource, once an object of it has been written.
@@ -282,7 +295,7 @@ impl Store {
         if let Some(map) = object.as_object_mut() {
             map.remove("status");
         }
-        inner.validate(&key, &object)?;
+        inner.validate(&key, &object, None)?;
         Ok(inner.commit(key, EventType::Added, object))
     }
 
@@ -337,50 +350,34 @@ impl Store {
 
     /// DELETE: marks the object for deletion while it has finalizers, removes it otherwise.
     pub fn delete(&self, key: &ObjectKey, pre: &Preconditions) -> Result<Deleted, ApiError> {
+        self.lock().delete(key, pre)
+    }
+
+    /// DELETE on a collection: deletes (or marks, when they have finalizers) every object of
+    /// `resource` in `namespace` (or everywhere) that `selector` matches, as one step. Returns
+    /// them as they were last.
+    pub fn delete_collection(
+        &self,
+        resource: &ResourceKey,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Result<Vec<Value>, ApiError> {
         let mut inner = self.lock();
-        let mut object = inner
+        let keys: Vec<ObjectKey> = inner
             .objects
-            .get(key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(key))?;
-        let field = |p: &str| object.pointer(p).and_then(Value::as_str).map(str::to_owned);
-        if pre
-            .uid
-            .as_ref()
-            .is_some_and(|uid| Some(uid) != field("/metadata/uid").as_ref())
-        {
-            return Err(ApiError::conflict(
-                key,
-                "Precondition failed: UID in precondition does not match the object",
-            ));
-        }
-        if pre
-            .resource_version
-            .as_ref()
-            .is_some_and(|rv| Some(rv) != field("/metadata/resourceVersion").as_ref())
-        {
-            return Err(ApiError::conflict(
-                key,
-                "Precondition failed: ResourceVersion in precondition does not match the object",
-            ));
-        }
-        if has_finalizers(&object) {
-            if object.pointer("/metadata/deletionTimestamp").is_none() {
-                let meta = metadata_mut(&mut object)?;
-                meta.insert(
-                    "deletionTimestamp".into(),
-                    super::time::now_rfc3339().into(),
-                );
-                meta.insert("deletionGracePeriodSeconds".into(), 0.into());
-                object = inner.commit(key.clone(), EventType::Modified, object);
-            }
-            return Ok(Deleted::Pending(object));
-        }
-        Ok(Deleted::Gone(inner.commit(
-            key.clone(),
-            EventType::Deleted,
-            object,
-        )))
+            .iter()
+            .filter(|(k, v)| {
+                &k.resource == resource
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+                    && selector.matches(v)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter()
+            .map(|key| match inner.delete(key, &Preconditions::default())? {
+                Deleted::Pending(object) | Deleted::Gone(object) => Ok(object),
+            })
+            .collect()
     }
 
     /// Where a watch of `resource` starts: with `from`, the changes after that resource version;
@@ -428,6 +425,53 @@ impl Store {
 }
 
 impl Inner {
+    /// [`Store::delete`], under the lock.
+    fn delete(&mut self, key: &ObjectKey, pre: &Preconditions) -> Result<Deleted, ApiError> {
+        let mut object = self
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(key))?;
+        let field = |p: &str| object.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        if pre
+            .uid
+            .as_ref()
+            .is_some_and(|uid| Some(uid) != field("/metadata/uid").as_ref())
+        {
+            return Err(ApiError::conflict(
+                key,
+                "Precondition failed: UID in precondition does not match the object",
+            ));
+        }
+        if pre
+            .resource_version
+            .as_ref()
+            .is_some_and(|rv| Some(rv) != field("/metadata/resourceVersion").as_ref())
+        {
+            return Err(ApiError::conflict(
+                key,
+                "Precondition failed: ResourceVersion in precondition does not match the object",
+            ));
+        }
+        if has_finalizers(&object) {
+            if object.pointer("/metadata/deletionTimestamp").is_none() {
+                let meta = metadata_mut(&mut object)?;
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    super::time::now_rfc3339().into(),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), 0.into());
+                object = self.commit(key.clone(), EventType::Modified, object);
+            }
+            return Ok(Deleted::Pending(object));
+        }
+        Ok(Deleted::Gone(self.commit(
+            key.clone(),
+            EventType::Deleted,
+            object,
+        )))
+    }
+
     /// The shared part of PUT and PATCH: keeps what the client may not change, checks the resource
     /// version, bumps `generation` when anything outside `metadata` and `status` changed, and
     /// finishes a deletion whose last finalizer went. A write that changes nothing is not a write.
@@ -508,7 +552,7 @@ impl Inner {
                 .unwrap_or(0);
             metadata_mut(&mut new)?.insert("generation".into(), (generation + 1).into());
         }
-        self.validate(key, &new)?;
+        self.validate(key, &new, Some(old))?;
         let event = if new.pointer("/metadata/deletionTimestamp").is_some() && !has_finalizers(&new)
         {
             EventType::Deleted
@@ -518,21 +562,27 @@ impl Inner {
         Ok(self.commit(key.clone(), event, new))
     }
 
-    fn validate(&self, key: &ObjectKey, object: &Value) -> Result<(), ApiError> {
+    /// Checks a write against the installed schema: its structure first, then (when the structure
+    /// holds, so that rules see the types they were written for) its CEL rules, with `old` for
+    /// the rules that use `oldSelf` and for ratcheting (see [`super::cel`]).
+    fn validate(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
         let Some(schema) = self.schemas.get(&key.resource) else {
             return Ok(());
         };
-        let errors = super::schema::validate(schema, object);
-        if errors.is_empty() {
+        let mut causes = super::schema::validate(&schema.structure, object);
+        if causes.is_empty() {
+            causes = schema.rules.check(object, old);
+        }
+        if causes.is_empty() {
             return Ok(());
         }
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-        Err(ApiError::invalid(format!(
-            "{kind}.{} \"{}\" is invalid: [{}]",
-            key.resource.group,
-            key.name,
-            errors.join(", ")
-        )))
+        Err(ApiError::invalid_object(kind, key, causes))
     }
 
     /// Stamps the next resource version on `object`, stores (or removes) it and tells the watches.
