@@ -345,7 +345,7 @@ fn delete_collection(
 
 /// `?watch=true`: newline-delimited JSON events, first the replay (changes after `resourceVersion`,
 /// or ADDED for every object when it is unset or `0`), then live changes; a BOOKMARK after the
-/// replay and every [`Options::bookmark_interval`] when `allowWatchBookmarks=true`. Ends after
+/// replay and every [`super::Options::bookmark_interval`] when `allowWatchBookmarks=true`. Ends after
 /// `timeoutSeconds`, or with an ERROR 410 Expired if the watcher falls too far behind.
 fn watch(
     shared: &Shared,
