@@ -51,11 +51,11 @@ pub fn served_versions(crd: &Value) -> Result<Vec<CrdVersion>, MissingField> {
         if version.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
-        let subresources = ["status", "scale"]
-            .into_iter()
-            .filter(|s| version.pointer(&format!("/subresources/{s}")).is_some())
-            .map(str::to_owned)
-            .collect();
+        // `/scale` is not served, so discovery does not offer it.
+        let subresources = match version.pointer("/subresources/status") {
+            Some(_) => vec!["status".to_owned()],
+            None => Vec::new(),
+        };
         served.push(CrdVersion {
             resource: ApiResource {
                 group: group.clone(),
