@@ -1,6 +1,7 @@
 //! The fake Kubernetes API server (`pgroute_tests::kube_api`) driven by the real `kube::Client`:
 //! what the operator will rely on — CRUD with resource versions, finalizers, patches, server-side
-//! apply, the status subresource, watches and Leases.
+//! apply, the status subresource, watches, Leases and Events, the CRD's schema and CEL rules,
+//! discovery, and the request log RBAC checks read.
 
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use kube::api::{
 };
 use kube::runtime::watcher;
 use pgroute_operator::crd::{DatabaseProxy, DatabaseProxyStatus};
-use pgroute_tests::kube_api::FakeApiServer;
-use serde_json::json;
+use pgroute_tests::kube_api::{FakeApiServer, Request};
+use serde_json::{json, Value};
 
 const NS: &str = "shop";
 
@@ -34,6 +35,36 @@ fn proxy(name: &str) -> anyhow::Result<DatabaseProxy> {
             "podSelector": {"matchLabels": {"app": "orders"}},
         },
     }))?)
+}
+
+/// The fixture with `spec` merged into its spec (RFC 7386: `null` removes a field).
+fn proxy_with(name: &str, spec: Value) -> anyhow::Result<DatabaseProxy> {
+    let mut object = serde_json::to_value(proxy(name)?)?;
+    json_patch::merge(&mut object, &json!({ "spec": spec }));
+    Ok(serde_json::from_value(object)?)
+}
+
+/// The checked-in CRD, as `kubectl apply` would install it.
+fn crd_from_repo() -> anyhow::Result<Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/databaseproxies.pgroute.dev.yaml"
+    );
+    let yaml = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    Ok(yaml_serde::from_str(&yaml)?)
+}
+
+/// `details.causes` of a 422, as `(field, message)`.
+fn causes(err: &kube::Error) -> Vec<(String, String)> {
+    match err {
+        kube::Error::Api(status) => status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .map(|c| (c.field.clone(), c.message.clone()))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn api_status(err: &kube::Error) -> Option<(u16, String)> {
@@ -389,6 +420,7 @@ async fn lease_create_and_replace_with_conflict() -> anyhow::Result<()> {
         }),
     };
     let held = leases.create(&PostParams::default(), &lease).await?;
+    assert_eq!(leases.get("pgroute-operator").await?, held);
 
     let mut by_b = held.clone();
     if let Some(spec) = by_b.spec.as_mut() {
@@ -473,5 +505,440 @@ async fn installed_crd_schema_rejects_invalid_proxies() -> anyhow::Result<()> {
         "{err}"
     );
     assert_eq!(api.get("valid").await?.spec.credentials.secret_name, "db");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cel_rules_of_the_installed_crd_reject_each_broken_rule() -> anyhow::Result<()> {
+    let (server, api) = start().await?;
+    server.install_crd(&crd_from_repo()?)?;
+    let replica = json!({"host": "pg-1", "port": 5432, "role": "replica"});
+    let primary = json!({"host": "pg-0", "port": 5432, "role": "primary"});
+    let cases = [
+        (
+            json!({"target": {"endpoints": null}}),
+            "spec.target",
+            "exactly one of endpoints, selector or cloudNativePG must be set",
+        ),
+        (
+            json!({"target": {"cloudNativePG": {"name": "pg"}}}),
+            "spec.target",
+            "exactly one of endpoints, selector or cloudNativePG must be set",
+        ),
+        (
+            json!({"target": {"endpoints": [replica]}}),
+            "spec.target.endpoints",
+            "endpoints must have exactly one primary",
+        ),
+        (
+            json!({"target": {"endpoints": [primary, primary]}}),
+            "spec.target.endpoints",
+            "endpoints must have exactly one primary",
+        ),
+        (
+            json!({"pool": {"poolSize": 4, "minIdle": 5}}),
+            "spec.pool",
+            "poolSize must be at least minIdle",
+        ),
+        (
+            json!({"failover": {"policy": "follow", "detectionDelay": "5s"}}),
+            "spec.failover",
+            "detectionDelay is only allowed with policy promote",
+        ),
+    ];
+    for (i, (spec, field, message)) in cases.into_iter().enumerate() {
+        let err = api
+            .create(
+                &PostParams::default(),
+                &proxy_with(&format!("bad-{i}"), spec.clone())?,
+            )
+            .await
+            .expect_err("breaks a rule");
+        assert_eq!(api_status(&err), Some((422, "Invalid".into())), "{spec}");
+        let causes = causes(&err);
+        assert_eq!(causes.len(), 1, "{spec}: {causes:?}");
+        assert_eq!(causes[0].0, field, "{spec}");
+        assert!(causes[0].1.ends_with(message), "{spec}: {causes:?}");
+        assert!(err.to_string().contains(message), "{err}");
+    }
+    assert!(api.list(&ListParams::default()).await?.items.is_empty());
+
+    // The same rules, kept: accepted.
+    let valid = [
+        json!({}),
+        json!({"target": {"endpoints": [primary, replica]}}),
+        json!({"pool": {"poolSize": 5, "minIdle": 5}}),
+        json!({"failover": {"policy": "promote", "detectionDelay": "5s"}}),
+        json!({"target": {"endpoints": null, "cloudNativePG": {"name": "pg"}}}),
+    ];
+    for (i, spec) in valid.into_iter().enumerate() {
+        api.create(
+            &PostParams::default(),
+            &proxy_with(&format!("good-{i}"), spec)?,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_that_break_a_cel_rule_leave_the_object_unchanged() -> anyhow::Result<()> {
+    let (server, api) = start().await?;
+    server.install_crd(&crd_from_repo()?)?;
+    let stored = api
+        .create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+
+    let merge = Patch::Merge(json!({"spec": {"pool": {"poolSize": 2, "minIdle": 3}}}));
+    let err = api
+        .patch("orders", &PatchParams::default(), &merge)
+        .await
+        .expect_err("merge patch breaks poolSize >= minIdle");
+    assert_eq!(api_status(&err), Some((422, "Invalid".into())));
+    assert_eq!(
+        causes(&err),
+        [(
+            "spec.pool".to_owned(),
+            "Invalid value: \"object\": poolSize must be at least minIdle".to_owned()
+        )]
+    );
+
+    let two_targets = proxy_with(
+        "orders",
+        json!({"target": {"cloudNativePG": {"name": "pg"}}}),
+    )?;
+    let apply = PatchParams::apply("pgroute-operator").force();
+    let err = api
+        .patch("orders", &apply, &Patch::Apply(&two_targets))
+        .await
+        .expect_err("apply breaks exactly-one-target");
+    assert_eq!(api_status(&err), Some((422, "Invalid".into())));
+
+    let mut replaced = stored.clone();
+    replaced.spec.failover.detection_delay = Some("10s".into());
+    let err = api
+        .replace("orders", &PostParams::default(), &replaced)
+        .await
+        .expect_err("replace breaks detectionDelay-only-with-promote");
+    assert_eq!(causes(&err)[0].0, "spec.failover");
+
+    assert_eq!(api.get("orders").await?, stored, "nothing was written");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crd_whose_cel_rules_do_not_compile_is_refused() -> anyhow::Result<()> {
+    let server = FakeApiServer::start().await?;
+    let mut crd = crd_from_repo()?;
+    let rule = crd
+        .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/pool/x-kubernetes-validations/0/rule")
+        .context("the pool rule")?;
+    *rule = "self.poolSize >=".into();
+    let err = server.install_crd(&crd).expect_err("rule does not compile");
+    assert!(err.to_string().contains("self.poolSize >="), "{err}");
+
+    let client = client(&server).await?;
+    let discovery = kube::discovery::Discovery::new(client).run().await?;
+    assert!(
+        !discovery.has_group("pgroute.dev"),
+        "nothing half installed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn discovery_finds_installed_crds_and_built_in_kinds() -> anyhow::Result<()> {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Discovery, Scope};
+
+    let server = FakeApiServer::start().await?;
+    let client = client(&server).await?;
+    let before = Discovery::new(client.clone()).run().await?;
+    assert!(!before.has_group("pgroute.dev"));
+
+    server.install_crd(&crd_from_repo()?)?;
+    let found = Discovery::new(client.clone()).run().await?;
+    let proxy_gvk = GroupVersionKind::gvk("pgroute.dev", "v1alpha1", "DatabaseProxy");
+    let (proxies, caps) = found.resolve_gvk(&proxy_gvk).context("DatabaseProxy")?;
+    assert_eq!(proxies.plural, "databaseproxies");
+    assert_eq!(caps.scope, Scope::Namespaced);
+    assert!(caps.supports_operation("watch") && caps.supports_operation("patch"));
+    let subresources: Vec<&str> = caps
+        .subresources
+        .iter()
+        .map(|(r, _)| r.plural.as_str())
+        .collect();
+    assert_eq!(subresources, ["status"]);
+    let group = found.get("pgroute.dev").context("the group")?;
+    assert_eq!(group.preferred_version_or_latest(), "v1alpha1");
+
+    let lease_gvk = GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease");
+    let (leases, caps) = found.resolve_gvk(&lease_gvk).context("Lease")?;
+    assert_eq!(
+        (leases.plural.as_str(), caps.scope),
+        ("leases", Scope::Namespaced)
+    );
+    let namespaces = GroupVersionKind::gvk("", "v1", "Namespace");
+    let (_, caps) = found.resolve_gvk(&namespaces).context("Namespace")?;
+    assert_eq!(caps.scope, Scope::Cluster);
+    for (group, kind) in [
+        ("events.k8s.io", "Event"),
+        ("discovery.k8s.io", "EndpointSlice"),
+        ("apps", "Deployment"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+        ),
+        ("policy", "PodDisruptionBudget"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ] {
+        let gvk = GroupVersionKind::gvk(group, "v1", kind);
+        assert!(found.resolve_gvk(&gvk).is_some(), "{group} {kind}");
+    }
+
+    // The one-request form, and what it found used as a dynamic API.
+    let (resource, _) = discovery::pinned_kind(&client, &proxy_gvk).await?;
+    assert_eq!(resource, proxies);
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client, NS, &resource);
+    let object: DynamicObject = serde_json::from_value(serde_json::to_value(proxy("dyn")?)?)?;
+    dynamic.create(&PostParams::default(), &object).await?;
+    let listed = dynamic.list(&ListParams::default()).await?;
+    assert_eq!(listed.items.len(), 1);
+    Ok(())
+}
+
+fn request(verb: &str, resource: &str, subresource: Option<&str>, name: Option<&str>) -> Request {
+    Request {
+        verb: verb.into(),
+        group: "pgroute.dev".into(),
+        version: "v1alpha1".into(),
+        resource: resource.into(),
+        subresource: subresource.map(Into::into),
+        namespace: Some(NS.into()),
+        name: name.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn request_log_records_what_rbac_authorizes() -> anyhow::Result<()> {
+    use kube::api::GroupVersionKind;
+
+    let (server, api) = start().await?;
+    api.create(&PostParams::default(), &proxy("seed")?).await?;
+    server.clear_requests();
+
+    let created = api
+        .create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+    api.get("orders").await?;
+    api.list(&ListParams::default()).await?;
+    let _stream = api.watch(&WatchParams::default().timeout(1), "0").await?;
+    api.replace("orders", &PostParams::default(), &created)
+        .await?;
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await?;
+    api.patch(
+        "orders",
+        &PatchParams::apply("pgroute-operator"),
+        &Patch::Apply(proxy("orders")?),
+    )
+    .await?;
+    api.patch_status(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"primary": "pg-0:5432"}})),
+    )
+    .await?;
+    api.delete("orders", &DeleteParams::default()).await?;
+    let all: Api<DatabaseProxy> = Api::all(api.clone().into_client());
+    all.list(&ListParams::default()).await?;
+    let deleted = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let deleted = deleted.left().context("the deleted objects")?;
+    assert_eq!(deleted.items.len(), 1, "the seed");
+    let gvk = GroupVersionKind::gvk("pgroute.dev", "v1alpha1", "DatabaseProxy");
+    kube::discovery::pinned_kind(&all.into_client(), &gvk)
+        .await
+        .expect_err("the CRD is not installed, so discovery does not know it");
+
+    let orders = Some("orders");
+    let mut cluster_list = request("list", "databaseproxies", None, None);
+    cluster_list.namespace = None;
+    let mut discovery = Request::non_resource("get", "/apis/pgroute.dev/v1alpha1");
+    discovery.group = "pgroute.dev".into();
+    discovery.version = "v1alpha1".into();
+    assert_eq!(
+        server.requests(),
+        [
+            request("create", "databaseproxies", None, None),
+            request("get", "databaseproxies", None, orders),
+            request("list", "databaseproxies", None, None),
+            request("watch", "databaseproxies", None, None),
+            request("update", "databaseproxies", None, orders),
+            request("patch", "databaseproxies", None, orders),
+            request("patch", "databaseproxies", None, orders),
+            request("patch", "databaseproxies", Some("status"), orders),
+            request("delete", "databaseproxies", None, orders),
+            cluster_list,
+            request("deletecollection", "databaseproxies", None, None),
+            discovery,
+        ]
+    );
+    assert!(!server.requests()[11].is_resource());
+    assert!(api.list(&ListParams::default()).await?.items.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn recorder_publishes_events_and_patches_their_series() -> anyhow::Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::events::{Event as Published, EventType, Recorder, Reporter};
+    use kube::Resource;
+
+    let (server, api) = start().await?;
+    let orders = api
+        .create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+    let client = client(&server).await?;
+    let reporter = Reporter {
+        controller: "pgroute-operator".into(),
+        instance: Some("pgroute-operator-0".into()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let event = Published {
+        type_: EventType::Warning,
+        reason: "PrimaryUnreachable".into(),
+        note: Some("pg-0:5432 did not answer".into()),
+        action: "Failover".into(),
+        secondary: None,
+    };
+    server.clear_requests();
+    recorder.publish(&event, &orders.object_ref(&())).await?;
+    recorder.publish(&event, &orders.object_ref(&())).await?;
+
+    let events: Api<Event> = Api::namespaced(client, NS);
+    let listed = events.list(&ListParams::default()).await?;
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "the second publish is the same series"
+    );
+    let published = &listed.items[0];
+    assert_eq!(published.reason.as_deref(), Some("PrimaryUnreachable"));
+    assert_eq!(published.note.as_deref(), Some("pg-0:5432 did not answer"));
+    assert_eq!(published.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        published.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("orders")
+    );
+    assert_eq!(published.series.as_ref().map(|s| s.count), Some(2));
+
+    let verbs: Vec<(String, String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.verb, r.group, r.resource))
+        .collect();
+    let events_k8s = |verb: &str| {
+        (
+            verb.to_owned(),
+            "events.k8s.io".to_owned(),
+            "events".to_owned(),
+        )
+    };
+    assert_eq!(
+        verbs,
+        [
+            events_k8s("create"),
+            events_k8s("patch"),
+            events_k8s("list")
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn old_self_rules_are_skipped_on_create_and_judge_updates() -> anyhow::Result<()> {
+    let (server, api) = start().await?;
+    let mut crd = crd_from_repo()?;
+    let credentials = crd
+        .pointer_mut(
+            "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/credentials",
+        )
+        .and_then(Value::as_object_mut)
+        .context("the credentials schema")?;
+    credentials.insert(
+        "x-kubernetes-validations".into(),
+        json!([{"rule": "self.secretName == oldSelf.secretName", "message": "secretName is immutable"}]),
+    );
+    server.install_crd(&crd)?;
+
+    api.create(&PostParams::default(), &proxy("orders")?)
+        .await?;
+    let err = api
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"credentials": {"secretName": "other"}}})),
+        )
+        .await
+        .expect_err("secretName is immutable");
+    assert_eq!(
+        causes(&err),
+        [(
+            "spec.credentials".to_owned(),
+            "Invalid value: \"object\": secretName is immutable".to_owned()
+        )]
+    );
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"credentials": {"usernameKey": "user"}}})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_object_stored_before_its_rule_is_ratcheted_until_the_broken_field_changes(
+) -> anyhow::Result<()> {
+    let (server, api) = start().await?;
+    let broken = proxy_with("orders", json!({"pool": {"poolSize": 4, "minIdle": 5}}))?;
+    api.create(&PostParams::default(), &broken).await?;
+    server.install_crd(&crd_from_repo()?)?;
+
+    let pp = PatchParams::default();
+    api.patch(
+        "orders",
+        &pp,
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "db"}}})),
+    )
+    .await?;
+    api.patch_status(
+        "orders",
+        &pp,
+        &Patch::Merge(json!({"status": {"primary": "pg-0:5432"}})),
+    )
+    .await?;
+    let err = api
+        .patch(
+            "orders",
+            &pp,
+            &Patch::Merge(json!({"spec": {"pool": {"minIdle": 6}}})),
+        )
+        .await
+        .expect_err("the broken field changed and is still broken");
+    assert_eq!(causes(&err)[0].0, "spec.pool");
+    api.patch(
+        "orders",
+        &pp,
+        &Patch::Merge(json!({"spec": {"pool": {"minIdle": 2}}})),
+    )
+    .await?;
     Ok(())
 }

@@ -14,11 +14,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
+use super::requests::{verb, Request as LoggedRequest};
 use super::selector::Selector;
 use super::store::{
     ApiError, Change, Deleted, ObjectKey, PatchKind, Preconditions, ResourceKey, Store, Subresource,
 };
-use super::Options;
+use super::Shared;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -72,8 +73,7 @@ impl Target {
 }
 
 pub async fn handle(
-    store: Arc<Store>,
-    opts: Options,
+    shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let query: HashMap<String, String> =
@@ -81,22 +81,24 @@ pub async fn handle(
             .into_owned()
             .collect();
     let path = req.uri().path().to_owned();
-    if path == "/version" {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-pgroute-fake", "platform": "linux/amd64"}),
-        ));
-    }
-    let Some(target) = Target::parse(&path) else {
-        let err = ApiError::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        );
-        return Ok(error_response(&err, None));
-    };
-    let key = target.name.as_deref().map(|n| target.key(n));
     let method = req.method().clone();
+    let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let Some(target) = Target::parse(&path) else {
+        shared.requests.record(LoggedRequest::non_resource(
+            &verb(&method, true, false),
+            &path,
+        ));
+        return Ok(non_resource(&shared, &method, &path));
+    };
+    shared.requests.record(LoggedRequest {
+        verb: verb(&method, target.name.is_some(), watching),
+        group: target.resource.group.clone(),
+        version: target.resource.version.clone(),
+        resource: target.resource.plural.clone(),
+        subresource: target.status.then(|| "status".to_owned()),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    });
     let content_type = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -111,41 +113,17 @@ pub async fn handle(
             ))
         }
     };
-    let sub = if target.status {
-        Subresource::Status
-    } else {
-        Subresource::Main
+    if method == Method::GET && target.name.is_none() && watching {
+        return Ok(watch(&shared, &target, &query).unwrap_or_else(|e| error_response(&e, None)));
+    }
+    let call = Call {
+        target: &target,
+        query: &query,
+        content_type: content_type.as_deref(),
+        body: &body,
     };
-    let result = match (&method, &key) {
-        (&Method::GET, None)
-            if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) =>
-        {
-            return Ok(
-                watch(&store, &opts, &target, &query).unwrap_or_else(|e| error_response(&e, None))
-            );
-        }
-        (&Method::GET, None) => list(&store, &target, &query),
-        (&Method::GET, Some(key)) => store.get(key),
-        (&Method::POST, None) => parse_json(&body).and_then(|object| {
-            store.create(
-                &target.resource,
-                target.namespace.as_deref().unwrap_or(""),
-                object,
-            )
-        }),
-        (&Method::PUT, Some(key)) => {
-            parse_json(&body).and_then(|object| store.replace(key, object, sub))
-        }
-        (&Method::PATCH, Some(key)) => patch_kind(content_type.as_deref(), &query)
-            .and_then(|kind| store.patch(key, kind, &body, sub)),
-        (&Method::DELETE, Some(key)) => delete(&store, key, &body),
-        _ => Err(ApiError::new(
-            405,
-            "MethodNotAllowed",
-            format!("{method} is not supported on {path}"),
-        )),
-    };
-    Ok(match result {
+    let key = target.name.as_deref().map(|n| target.key(n));
+    Ok(match call.run(&shared, &method, key.as_ref()) {
         Ok(value) => json_response(
             if method == Method::POST {
                 StatusCode::CREATED
@@ -156,6 +134,87 @@ pub async fn handle(
         ),
         Err(e) => error_response(&e, key.as_ref()),
     })
+}
+
+/// `/version`, discovery, or a path the fake does not serve.
+fn non_resource(shared: &Shared, method: &Method, path: &str) -> Response<Body> {
+    let answer = if path == "/version" {
+        Some(Ok(
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-pgroute-fake", "platform": "linux/amd64"}),
+        ))
+    } else {
+        shared.discovery.answer(path)
+    };
+    match answer {
+        Some(Ok(value)) if method == Method::GET => json_response(StatusCode::OK, &value),
+        Some(Ok(_)) => error_response(
+            &ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not supported on {path}"),
+            ),
+            None,
+        ),
+        Some(Err(e)) => error_response(&e, None),
+        None => error_response(
+            &ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            ),
+            None,
+        ),
+    }
+}
+
+/// A request for a resource, body read, ready to be answered with a single JSON value.
+struct Call<'a> {
+    target: &'a Target,
+    query: &'a HashMap<String, String>,
+    content_type: Option<&'a str>,
+    body: &'a [u8],
+}
+
+impl Call<'_> {
+    fn run(
+        &self,
+        shared: &Shared,
+        method: &Method,
+        key: Option<&ObjectKey>,
+    ) -> Result<Value, ApiError> {
+        let store = &shared.store;
+        let target = self.target;
+        let sub = if target.status {
+            Subresource::Status
+        } else {
+            Subresource::Main
+        };
+        match (method, key) {
+            (&Method::GET, None) => list(shared, target, self.query),
+            (&Method::GET, Some(key)) => store.get(key),
+            (&Method::POST, None) => parse_json(self.body).and_then(|object| {
+                store.create(
+                    &target.resource,
+                    target.namespace.as_deref().unwrap_or(""),
+                    object,
+                )
+            }),
+            (&Method::PUT, Some(key)) => {
+                parse_json(self.body).and_then(|object| store.replace(key, object, sub))
+            }
+            (&Method::PATCH, Some(key)) => patch_kind(self.content_type, self.query)
+                .and_then(|kind| store.patch(key, kind, self.body, sub)),
+            (&Method::DELETE, Some(key)) => delete(store, key, self.body),
+            (&Method::DELETE, None) if !target.status => {
+                delete_collection(shared, target, self.query)
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not supported here"),
+            )),
+        }
+    }
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -183,14 +242,12 @@ fn patch_kind(
 }
 
 fn list(
-    store: &Store,
+    shared: &Shared,
     target: &Target,
     query: &HashMap<String, String>,
 ) -> Result<Value, ApiError> {
-    let selector = Selector::parse(
-        query.get("labelSelector").map(String::as_str),
-        query.get("fieldSelector").map(String::as_str),
-    )?;
+    let store = &shared.store;
+    let selector = selector(query)?;
     let limit = query
         .get("limit")
         .map(|l| {
@@ -208,7 +265,7 @@ fn list(
             .map(String::as_str)
             .filter(|c| !c.is_empty()),
     )?;
-    let (api_version, kind) = type_of(store, &target.resource);
+    let (api_version, kind) = type_of(shared, &target.resource);
     let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(token) = page.continue_token {
         metadata["continue"] = token.into();
@@ -219,16 +276,27 @@ fn list(
     )
 }
 
-/// `(apiVersion, kind)` of a resource; before any object was written, guessed from the URL.
-fn type_of(store: &Store, resource: &ResourceKey) -> (String, String) {
-    store.kind_of(resource).unwrap_or_else(|| {
-        let api_version = if resource.group.is_empty() {
-            resource.version.clone()
-        } else {
-            format!("{}/{}", resource.group, resource.version)
-        };
-        (api_version, String::new())
-    })
+fn selector(query: &HashMap<String, String>) -> Result<Selector, ApiError> {
+    Selector::parse(
+        query.get("labelSelector").map(String::as_str),
+        query.get("fieldSelector").map(String::as_str),
+    )
+}
+
+/// `(apiVersion, kind)` of a resource: as its objects say, else as discovery says, else from the
+/// URL (with an empty kind).
+fn type_of(shared: &Shared, resource: &ResourceKey) -> (String, String) {
+    let learned = shared.store.kind_of(resource);
+    learned
+        .or_else(|| shared.discovery.kind_of(resource))
+        .unwrap_or_else(|| {
+            let api_version = if resource.group.is_empty() {
+                resource.version.clone()
+            } else {
+                format!("{}/{}", resource.group, resource.version)
+            };
+            (api_version, String::new())
+        })
 }
 
 fn delete(store: &Store, key: &ObjectKey, body: &[u8]) -> Result<Value, ApiError> {
@@ -257,20 +325,35 @@ fn delete(store: &Store, key: &ObjectKey, body: &[u8]) -> Result<Value, ApiError
     })
 }
 
+/// DELETE on a collection: answered, as the real server does, with the list of what it deleted.
+fn delete_collection(
+    shared: &Shared,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let items = shared.store.delete_collection(
+        &target.resource,
+        target.namespace.as_deref(),
+        &selector(query)?,
+    )?;
+    let (api_version, kind) = type_of(shared, &target.resource);
+    Ok(json!({
+        "apiVersion": api_version, "kind": format!("{kind}List"),
+        "metadata": {"resourceVersion": shared.store.resource_version().to_string()}, "items": items,
+    }))
+}
+
 /// `?watch=true`: newline-delimited JSON events, first the replay (changes after `resourceVersion`,
 /// or ADDED for every object when it is unset or `0`), then live changes; a BOOKMARK after the
-/// replay and every [`Options::bookmark_interval`] when `allowWatchBookmarks=true`. Ends after
+/// replay and every [`super::Options::bookmark_interval`] when `allowWatchBookmarks=true`. Ends after
 /// `timeoutSeconds`, or with an ERROR 410 Expired if the watcher falls too far behind.
 fn watch(
-    store: &Store,
-    opts: &Options,
+    shared: &Shared,
     target: &Target,
     query: &HashMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
-    let selector = Selector::parse(
-        query.get("labelSelector").map(String::as_str),
-        query.get("fieldSelector").map(String::as_str),
-    )?;
+    let store = &shared.store;
+    let selector = selector(query)?;
     let from = match query.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
         Some(rv) => Some(
@@ -287,7 +370,7 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let (api_version, kind) = type_of(store, &target.resource);
+    let (api_version, kind) = type_of(shared, &target.resource);
     let namespace = target.namespace.clone();
     let resource = target.resource.clone();
     let wanted = move |c: &Change| {
@@ -295,7 +378,7 @@ fn watch(
     };
     let bookmark = move |rv: u64| json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv.to_string()}}});
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let interval = opts.bookmark_interval;
+    let interval = shared.opts.bookmark_interval;
     tokio::spawn(async move {
         let send = |event: Value| {
             let tx = tx.clone();

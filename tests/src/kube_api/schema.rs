@@ -1,19 +1,29 @@
 //! Structural OpenAPI v3 validation of objects against a CRD version's `openAPIV3Schema`, as the
 //! API server does before storing a custom resource: types (with `nullable` and
 //! `x-kubernetes-int-or-string`), `required`, `enum`, numeric and length bounds, `pattern`, and
-//! `additionalProperties`. CEL rules (`x-kubernetes-validations`) are not evaluated here, and
+//! `additionalProperties`. CEL rules (`x-kubernetes-validations`) are [`super::cel`]'s, and
 //! unknown fields are neither rejected nor pruned.
 
 use serde_json::Value;
 
-/// Every violation in `object`, as `path: message` (`spec.credentials: Required value`).
-pub fn validate(schema: &Value, object: &Value) -> Vec<String> {
+use super::error::Cause;
+
+/// Every violation in `object`, each naming its field (`spec.credentials`, `Required value`).
+pub fn validate(schema: &Value, object: &Value) -> Vec<Cause> {
     let mut errors = Vec::new();
     check(schema, object, "", &mut errors);
     errors
 }
 
-fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+fn cause(reason: &'static str, field: &str, message: String) -> Cause {
+    Cause {
+        reason,
+        field: field.to_owned(),
+        message,
+    }
+}
+
+fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Cause>) {
     let at = if path.is_empty() { "<root>" } else { path };
     if value.is_null() {
         if !schema
@@ -22,7 +32,11 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             .unwrap_or(false)
             && schema.get("type").is_some()
         {
-            errors.push(format!("{at}: Invalid value: \"null\": must not be null"));
+            errors.push(cause(
+                "FieldValueTypeInvalid",
+                at,
+                "Invalid value: \"null\": must not be null".into(),
+            ));
         }
         return;
     }
@@ -32,8 +46,10 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         .unwrap_or(false);
     if int_or_string {
         if !(value.is_i64() || value.is_u64() || value.is_string()) {
-            errors.push(format!(
-                "{at}: Invalid value: must be an integer or a string"
+            errors.push(cause(
+                "FieldValueTypeInvalid",
+                at,
+                "Invalid value: must be an integer or a string".into(),
             ));
         }
         return;
@@ -49,16 +65,24 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             _ => true,
         };
         if !ok {
-            errors.push(format!(
-                "{at}: Invalid value: \"{}\": {at} in body must be of type {ty}",
-                kind_of(value)
+            errors.push(cause(
+                "FieldValueTypeInvalid",
+                at,
+                format!(
+                    "Invalid value: \"{}\": {at} in body must be of type {ty}",
+                    kind_of(value)
+                ),
             ));
             return;
         }
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
-            errors.push(format!("{at}: Unsupported value: {value}"));
+            errors.push(cause(
+                "FieldValueNotSupported",
+                at,
+                format!("Unsupported value: {value}"),
+            ));
         }
     }
     bounds(schema, value, at, errors);
@@ -72,7 +96,11 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 .filter_map(Value::as_str)
             {
                 if !map.contains_key(name) {
-                    errors.push(format!("{}: Required value", join(path, name)));
+                    errors.push(cause(
+                        "FieldValueRequired",
+                        &join(path, name),
+                        "Required value".into(),
+                    ));
                 }
             }
             let properties = schema.get("properties").and_then(Value::as_object);
@@ -83,9 +111,10 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 match sub {
                     Some(sub) => check(sub, child, &join(path, name), errors),
                     None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                        errors.push(format!(
-                            "{}: Forbidden: field not declared in schema",
-                            join(path, name)
+                        errors.push(cause(
+                            "FieldValueForbidden",
+                            &join(path, name),
+                            "Forbidden: field not declared in schema".into(),
                         ));
                     }
                     None => {}
@@ -103,11 +132,15 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
     }
 }
 
-fn bounds(schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+fn bounds(schema: &Value, value: &Value, at: &str, errors: &mut Vec<Cause>) {
     let limit = |k: &str| schema.get(k).and_then(Value::as_f64);
     if let Some(n) = value.as_f64() {
         if limit("minimum").is_some_and(|m| n < m) || limit("maximum").is_some_and(|m| n > m) {
-            errors.push(format!("{at}: Invalid value: {value}: out of range"));
+            errors.push(cause(
+                "FieldValueInvalid",
+                at,
+                format!("Invalid value: {value}: out of range"),
+            ));
         }
     }
     let len = match value {
@@ -122,8 +155,10 @@ fn bounds(schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
             ("minItems", "maxItems")
         };
         if limit(min).is_some_and(|m| len < m) || limit(max).is_some_and(|m| len > m) {
-            errors.push(format!(
-                "{at}: Invalid value: length {len} outside [{min}, {max}]"
+            errors.push(cause(
+                "FieldValueInvalid",
+                at,
+                format!("Invalid value: length {len} outside [{min}, {max}]"),
             ));
         }
     }
@@ -133,12 +168,18 @@ fn bounds(schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
     ) {
         match regex::Regex::new(pattern) {
             Ok(re) if !re.is_match(s) => {
-                errors.push(format!(
-                    "{at}: Invalid value: \"{s}\": should match '{pattern}'"
+                errors.push(cause(
+                    "FieldValueInvalid",
+                    at,
+                    format!("Invalid value: \"{s}\": should match '{pattern}'"),
                 ));
             }
             Ok(_) => {}
-            Err(e) => errors.push(format!("{at}: the schema's pattern does not compile: {e}")),
+            Err(e) => errors.push(cause(
+                "InternalError",
+                at,
+                format!("the schema's pattern does not compile: {e}"),
+            )),
         }
     }
 }
@@ -187,13 +228,12 @@ mod tests {
             &json!({"spec": {"name": "A", "port": "x", "role": "other", "target": 1.5}}),
         );
         assert_eq!(errors.len(), 4, "{errors:?}");
-        assert!(
-            errors[0].starts_with("spec.name: Invalid value"),
-            "{errors:?}"
-        );
-        assert_eq!(
-            super::validate(&schema, &json!({})),
-            ["spec: Required value"]
-        );
+        assert_eq!(errors[0].field, "spec.name");
+        assert!(errors[0].message.starts_with("Invalid value"), "{errors:?}");
+        let missing: Vec<String> = super::validate(&schema, &json!({}))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(missing, ["spec: Required value"]);
     }
 }
