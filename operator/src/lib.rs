@@ -8,3 +8,4 @@
 pub mod control;
 pub mod crd;
 pub mod failover;
+pub mod topology;
