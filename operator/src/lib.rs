@@ -9,4 +9,5 @@
 pub mod control;
 pub mod crd;
 pub mod failover;
+pub mod topology;
 pub mod webhook;
