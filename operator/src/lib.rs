@@ -2,9 +2,8 @@
 //!
 //! For now the `DatabaseProxy` custom resource ([`crd`]); the control plane the sidecars talk to
 //! ([`control`]): an in-memory index of the topology per DatabaseProxy and the gRPC service that
-//! streams it; the failover decision ([`failover`]) as a pure state machine; and the admission
-//! webhook that injects the sidecar into application pods ([`webhook`]). The reconciler that probes
-//! the instances and feeds them arrives with the rest of the operator issue.
+//! streams it; the failover decision ([`failover`]) as a pure state machine; the operator's view of
+//! the database ([`topology`]); and the admission webhook that injects the sidecar ([`webhook`]).
 
 pub mod control;
 pub mod crd;

@@ -113,14 +113,11 @@ impl Prober {
         let mut kept = std::mem::take(&mut self.connections);
         let (connect_timeout, query_timeout) = (self.connect_timeout, self.query_timeout);
         let rounds = instances.iter().map(|instance| {
-            let conn = kept.remove(&instance.address).and_then(|c| {
-                if c.login == *login && !c.client.is_closed() {
-                    Some(c)
-                } else {
-                    c.discard();
-                    None
-                }
-            });
+            // A changed login (the Secret was edited) means a new connection; the old one closes
+            // cleanly when dropped here.
+            let conn = kept
+                .remove(&instance.address)
+                .filter(|c| c.login == *login && !c.client.is_closed());
             probe_one(
                 instance.address.clone(),
                 conn,
@@ -135,10 +132,8 @@ impl Prober {
             .into_iter()
             .map(|(observation, conn)| {
                 if let Some(conn) = conn {
-                    if let Some(old) = self.connections.insert(observation.address.clone(), conn) {
-                        // The same address listed twice: keep one connection.
-                        drop(old);
-                    }
+                    // An address listed twice keeps one connection; the other closes.
+                    self.connections.insert(observation.address.clone(), conn);
                 }
                 observation
             })
