@@ -18,7 +18,9 @@ pub struct ApplyError(#[source] pub ReloadError);
 /// - `PRIMARY_UNAVAILABLE` / `SWITCHOVER_IN_PROGRESS` mark the primary unavailable, so writes wait
 ///   up to `failover.timeout` for a snapshot that makes it available again; reads go on;
 /// - keys the sidecar cannot change while running (e.g. `routing.load_balancing`) keep their value
-///   and are listed in the report's `needs_restart`.
+///   and are listed in the report's `needs_restart`;
+/// - `draining` (the DatabaseProxy is being deleted) closes every idle server connection once, when
+///   it first appears; serving goes on with this topology.
 pub fn apply(proxy: &Proxy, topology: &Topology) -> Result<ReloadReport, ApplyError> {
     let current = proxy.config();
     let config = topology.config(&current);
@@ -27,6 +29,7 @@ pub fn apply(proxy: &Proxy, topology: &Topology) -> Result<ReloadReport, ApplyEr
         .validate()
         .map_err(|e| ApplyError(ReloadError::Invalid(e)))?;
     let had_topology = current.backends.primary.is_some();
+    let was_draining = proxy.control_status().draining();
     if had_topology && proxy.primary().address() != topology.primary {
         proxy.follow_primary(topology.primary.clone());
     }
@@ -34,5 +37,9 @@ pub fn apply(proxy: &Proxy, topology: &Topology) -> Result<ReloadReport, ApplyEr
     proxy
         .primary()
         .set_available(topology.failover.primary_available());
+    proxy.control_status().set_draining(topology.draining);
+    if topology.draining && !was_draining {
+        proxy.pools().drop_all_idle();
+    }
     Ok(report)
 }

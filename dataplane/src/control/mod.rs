@@ -40,6 +40,8 @@ pub struct ControlStatus {
     applied: AtomicU64,
     /// No topology at all yet: logins are refused with 57P03.
     awaiting: AtomicBool,
+    /// The snapshot in force says the DatabaseProxy is being deleted.
+    draining: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -54,6 +56,8 @@ pub struct ControlState {
     pub applied_version: Option<u64>,
     /// Clients are refused until the first snapshot (no `backends.primary` in the file).
     pub awaiting_first_snapshot: bool,
+    /// The DatabaseProxy is being deleted: this topology is the last one the operator sends.
+    pub draining: bool,
     /// The last connection failure or rejected snapshot, until the next success.
     pub last_error: Option<String>,
 }
@@ -74,6 +78,7 @@ impl ControlStatus {
             connected: self.connected.load(Ordering::Acquire),
             applied_version: (applied > 0).then_some(applied),
             awaiting_first_snapshot: self.awaiting_first_snapshot(),
+            draining: self.draining(),
             last_error: self
                 .last_error
                 .lock()
@@ -90,6 +95,15 @@ impl ControlStatus {
     /// The version in force (0: none).
     pub fn applied_version(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    /// The snapshot in force says the DatabaseProxy is being deleted.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
     }
 
     fn set_connected(&self, connected: bool) {

@@ -45,6 +45,9 @@ pub struct Topology {
     pub pool: Option<Pool>,
     pub consistency: Option<Consistency>,
     pub failover: Failover,
+    /// The DatabaseProxy is being deleted: no further snapshot will come; idle server connections
+    /// are closed once (busy ones when their transaction ends).
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +142,7 @@ impl TryFrom<v1::Snapshot> for Topology {
             pool: s.pool.map(pool).transpose()?,
             consistency: s.consistency.map(consistency).transpose()?,
             failover,
+            draining: s.draining,
         })
     }
 }
@@ -282,6 +286,7 @@ mod tests {
                 max_replica_lag_bytes: 1000,
             }),
             failover: None,
+            draining: false,
         }
     }
 
@@ -289,6 +294,16 @@ mod tests {
         let mut s = valid();
         edit(&mut s);
         Topology::try_from(s).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn draining_is_carried_over() {
+        assert!(!Topology::try_from(valid()).expect("valid").draining);
+        let draining = v1::Snapshot {
+            draining: true,
+            ..valid()
+        };
+        assert!(Topology::try_from(draining).expect("valid").draining);
     }
 
     #[test]

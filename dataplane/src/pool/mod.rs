@@ -584,6 +584,14 @@ impl Pools {
         }
     }
 
+    /// Closes the idle connections of every pool (the DatabaseProxy is being deleted: the database
+    /// should not keep connections for a fleet nobody manages any more).
+    pub fn drop_all_idle(&self) {
+        for pool in self.all() {
+            pool.drop_idle();
+        }
+    }
+
     /// Closes every pool on `backend`: it stopped being the primary. Idle connections close now,
     /// checked-out ones when returned (their transactions were ended); a later [`Pools::get`] for the
     /// backend starts a new pool.
