@@ -233,6 +233,28 @@ async fn merge_and_json_patches() -> anyhow::Result<()> {
         api.get("orders").await?.spec.credentials.secret_name,
         "patched"
     );
+
+    // As the real server: a `test` for null passes on a missing path (kube-runtime's finalizer
+    // helper adds the first finalizer this way); for a value, it fails.
+    let first_finalizer: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["pgroute.dev/drain"]},
+    ]))?;
+    let with = api
+        .patch("orders", &pp, &Patch::Json::<()>(first_finalizer))
+        .await?;
+    assert_eq!(
+        with.metadata.finalizers,
+        Some(vec!["pgroute.dev/drain".to_owned()])
+    );
+    let wrong: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/labels", "value": {"a": "b"}},
+    ]))?;
+    let err = api
+        .patch("orders", &pp, &Patch::Json::<()>(wrong))
+        .await
+        .expect_err("test of a missing path for a value fails");
+    assert_eq!(api_status(&err), Some((422, "Invalid".into())));
     Ok(())
 }
 
