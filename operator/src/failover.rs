@@ -80,6 +80,51 @@ pub enum Action {
     },
 }
 
+/// The state to start deciding from, at an operator's first look at a DatabaseProxy (or after a
+/// restart, or on a follower taking over). `known` is the primary the status already records, else
+/// the one the spec declares: it is trusted as the starting point even if it does not answer, so the
+/// first [`step`] treats it as lost (and waits `detection_delay`) rather than promoting at startup.
+/// Without one, the single instance found out of recovery is the primary; none or several: no
+/// decision yet (`None`, reported as an unresolved topology).
+pub fn start(seen: &[Seen], known: Option<&str>) -> Option<State> {
+    if let Some(primary) = known {
+        let flush_lsn = seen
+            .iter()
+            .find(|s| s.address == primary)
+            .and_then(|s| s.lsn)
+            .unwrap_or(0);
+        return Some(State::Healthy {
+            primary: primary.to_owned(),
+            flush_lsn,
+        });
+    }
+    let mut primaries = seen
+        .iter()
+        .filter(|s| s.reachable && s.in_recovery == Some(false));
+    match (primaries.next(), primaries.next()) {
+        (Some(one), None) => Some(State::Healthy {
+            primary: one.address.clone(),
+            flush_lsn: one.lsn.unwrap_or(0),
+        }),
+        _ => None,
+    }
+}
+
+impl State {
+    /// The instance taking writes, as far as this state knows (the lost one while lost).
+    pub fn primary(&self) -> &str {
+        match self {
+            State::Healthy { primary, .. } | State::PrimaryLost { primary, .. } => primary,
+            State::Promoting { old, .. } => old,
+        }
+    }
+
+    /// Writes have nowhere to go right now.
+    pub fn is_failing_over(&self) -> bool {
+        !matches!(self, State::Healthy { .. })
+    }
+}
+
 /// One decision. `now` is when `seen` was observed.
 pub fn step(state: &State, seen: &[Seen], policy: Policy, now: Instant) -> (State, Action) {
     let primaries: Vec<&Seen> = seen
@@ -302,6 +347,49 @@ mod tests {
             primary: primary.into(),
             flush_lsn: lsn,
         }
+    }
+
+    #[test]
+    fn start_trusts_the_known_primary_even_when_it_does_not_answer() {
+        assert_eq!(
+            start(&[down("p"), up("r", true, 5)], Some("p")),
+            Some(healthy("p", 0))
+        );
+        assert_eq!(
+            start(&[up("p", false, 9)], Some("p")),
+            Some(healthy("p", 9))
+        );
+    }
+
+    #[test]
+    fn start_without_a_known_primary_needs_exactly_one_out_of_recovery() {
+        assert_eq!(
+            start(&[up("a", true, 1), up("b", false, 7)], None),
+            Some(healthy("b", 7))
+        );
+        assert_eq!(start(&[up("a", true, 1), down("b")], None), None);
+        assert_eq!(start(&[up("a", false, 1), up("b", false, 7)], None), None);
+    }
+
+    #[test]
+    fn the_primary_of_each_state() {
+        let t = Instant::now();
+        assert_eq!(healthy("p", 1).primary(), "p");
+        let lost = State::PrimaryLost {
+            primary: "p".into(),
+            flush_lsn: 1,
+            since: t,
+        };
+        assert_eq!(lost.primary(), "p");
+        assert!(lost.is_failing_over());
+        let promoting = State::Promoting {
+            old: "p".into(),
+            flush_lsn: 1,
+            candidate: "r".into(),
+            since: t,
+        };
+        assert_eq!(promoting.primary(), "p");
+        assert!(!healthy("p", 1).is_failing_over());
     }
 
     const PROMOTE: Policy = Policy::Promote {

@@ -19,7 +19,7 @@ pub mod snapshot;
 
 pub use duration::{parse_duration, SpecError};
 pub use eligibility::{Eligibility, Limits, Reason, ReplicaVerdict};
-pub use probe::{Observation, Prober};
+pub use probe::{split_address, Observation, Prober};
 pub use resolve::{instances, login, ResolveError};
 pub use snapshot::build;
 

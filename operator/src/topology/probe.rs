@@ -238,7 +238,7 @@ async fn connect(address: &str, login: &Login, timeout: Duration) -> Result<Conn
 }
 
 /// `host:port` or `[v6]:port` into its parts.
-fn split_address(address: &str) -> Result<(&str, u16), String> {
+pub fn split_address(address: &str) -> Result<(&str, u16), String> {
     let (host, port) = address
         .rsplit_once(':')
         .ok_or_else(|| format!("address `{address}` is not HOST:PORT"))?;

@@ -59,6 +59,7 @@ pub fn build(
             max_replica_lag_bytes: limits.max_lag_bytes,
         }),
         failover: Some(failover),
+        draining: false,
     })
 }
 
@@ -233,6 +234,7 @@ mod tests {
                     max_replica_lag_bytes: 4096,
                 }),
                 failover: Some(failover),
+                draining: false,
             }
         );
     }

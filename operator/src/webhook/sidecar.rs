@@ -82,9 +82,11 @@ pub fn container(proxy: &DatabaseProxy, settings: &InjectSettings) -> Container 
                 ..EnvVar::default()
             },
         ]),
+        // Prefixed names: the application's own containers often have a port named `metrics`, and
+        // a PodMonitor selecting that name should not scrape the sidecar by accident.
         ports: Some(vec![
-            tcp_port("postgres", ports.postgres),
-            tcp_port("metrics", ports.metrics),
+            tcp_port("pgroute-pg", ports.postgres),
+            tcp_port("pgroute-metrics", ports.metrics),
         ]),
         startup_probe: Some(http_probe(
             "/readyz",

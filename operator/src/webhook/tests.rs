@@ -266,7 +266,10 @@ fn a_pod_selected_by_its_labels_gets_the_sidecar() {
         .iter()
         .map(|p| (p.name.as_deref(), p.container_port))
         .collect();
-    assert_eq!(ports, [(Some("postgres"), 6432), (Some("metrics"), 9432)]);
+    assert_eq!(
+        ports,
+        [(Some("pgroute-pg"), 6432), (Some("pgroute-metrics"), 9432)]
+    );
 
     let startup = sidecar.startup_probe.as_ref();
     assert_eq!(
